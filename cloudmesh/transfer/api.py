@@ -1,0 +1,188 @@
+"""The Python API of cloudmesh-transfer; the `cms transfer` command and the REST service call it.
+
+    from cloudmesh.transfer import Transfer
+    status = Transfer().copy("awss3:data", "azure:data", recursive=True)
+    print(status["state"], status["bytes_done"])
+"""
+from __future__ import annotations
+
+import re
+import secrets
+from datetime import datetime
+from pathlib import Path
+
+from cloudmesh.transfer import config as settings
+from cloudmesh.transfer import location
+from cloudmesh.transfer.engine import Engine, Options, plan
+from cloudmesh.transfer.errors import NotFound, UsageError
+from cloudmesh.transfer.location import Location
+from cloudmesh.transfer.providers import MiB, Storage, open_storage
+from cloudmesh.transfer.records import Records, open_records
+from cloudmesh.transfer.records.base import iso
+
+TRANSFER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+MAX_PARALLEL = 64
+
+
+def new_id() -> str:
+    return f"{datetime.now():%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
+
+
+def parse_bool(value, name: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "yes", "1", "on"):
+        return True
+    if text in ("false", "no", "0", "off"):
+        return False
+    raise UsageError(f"{name} must be True or False, not '{value}'")
+
+
+def parse_size(value) -> int:
+    """A byte count from '8MiB', '5MB', '1048576', '4k' (binary units)."""
+    match = re.fullmatch(r"\s*(\d+)\s*([kmgt]?)(i?b)?\s*", str(value).lower())
+    if not match:
+        raise UsageError(f"'{value}' is not a size (for example 8MiB)")
+    return int(match.group(1)) * 1024 ** " kmgt".index(match.group(2) or " ")
+
+
+class Transfer:
+    """Copy, move, list and delete across configured storages, and read the transfer records."""
+
+    def __init__(self, records: Records | None = None, parallel: int = 4, chunksize="8MiB"):
+        self._records = records
+        self._config = None
+        self._opened: dict[str, Storage] = {}
+        self.options = Options(parallel=self.check_parallel(parallel), chunk_size=parse_size(chunksize))
+        if self.options.chunk_size < 1 * MiB:
+            raise UsageError("--chunksize must be at least 1MiB")
+
+    @staticmethod
+    def check_parallel(value) -> int:
+        try:
+            number = int(value)
+        except (TypeError, ValueError):
+            raise UsageError(f"--parallel must be a whole number, not '{value}'") from None
+        if not 1 <= number <= MAX_PARALLEL:
+            raise UsageError(f"--parallel must be between 1 and {MAX_PARALLEL}, not {number}")
+        return number
+
+    @property
+    def records(self) -> Records:
+        if self._records is None:
+            self._records = open_records()
+        return self._records
+
+    def storage(self, name: str) -> Storage:
+        """The provider for a configured storage name, opened once per Transfer."""
+        if self._config is None:
+            self._config = settings.load_storages()
+        if name not in self._opened:
+            self._opened[name] = open_storage(settings.storage_config(name, self._config), self.options.chunk_size)
+        return self._opened[name]
+
+    def copy(self, source: str, target: str, recursive: bool = False, id: str | None = None) -> dict:
+        """Copy a file, or with `recursive` a folder's contents; returns the final status."""
+        return self.start(source, target, recursive, id, move=False)
+
+    def move(self, source: str, target: str, recursive: bool = False, id: str | None = None) -> dict:
+        """Like copy, but each source object is deleted once its copy is verified."""
+        return self.start(source, target, recursive, id, move=True)
+
+    def start(self, source: str, target: str, recursive: bool, id: str | None, move: bool) -> dict:
+        transfer_id = id or new_id()
+        if not TRANSFER_ID.match(transfer_id):
+            raise UsageError(f"--id '{transfer_id}' must be letters, digits, '.', '_' or '-' (at most 128)")
+        if self.records.status(transfer_id):
+            raise UsageError(f"transfer id '{transfer_id}' is already used; choose another id")
+        src, dst = Location.parse(source), Location.parse(target)
+        same = src.storage == dst.storage
+        if same and recursive and (not src.path or dst.path == src.path or dst.path.startswith(src.path + "/")):
+            raise UsageError(f"target '{dst}' is the source folder or lies inside it")
+        source_storage, target_storage = self.storage(src.storage), self.storage(dst.storage)
+        items = plan(source_storage, src, target_storage, dst, recursive)
+        if same and any(item.target_key == item.source.key for item in items):
+            raise UsageError(f"'{src}' would be copied onto itself")
+        self.records.create(
+            {"id": transfer_id, "source": str(src), "target": str(dst), "copy": not move,
+             "recursive": recursive, "route": f"{source_storage.kind}->{target_storage.kind}"},
+            [{"path": i.path, "source_key": i.source.key, "target_key": i.target_key, "size": i.source.size}
+             for i in items])
+        Engine(source_storage, target_storage, self.records, self.options).run(transfer_id, items, move)
+        return self.records.status(transfer_id)
+
+    def run(self, id: str, data: str, copy=True) -> dict:
+        """Transfer `data` (a path under the configured source) to the same path under the target."""
+        defaults = settings.load_defaults()
+        if defaults is None:
+            raise UsageError("no transfer config yet; set one with 'cms transfer config FILE'")
+        relative = location.normalize_path(data)
+        if any(part == ".." for part in data.replace("\\", "/").split("/")) or not relative:
+            raise UsageError(f"--data '{data}' must be a path inside the configured source")
+        src = Location.parse(defaults["source"]).child(relative)
+        dst = Location.parse(defaults["target"]).child(relative)
+        recursive = self.storage(src.storage).stat(src.path) is None
+        return self.start(str(src), str(dst), recursive, id, move=not parse_bool(copy, "--copy"))
+
+    def configure(self, file: str | None = None) -> dict:
+        """Record `file` as the default source and target when given; return the current
+        configuration (defaults and storages) with every secret masked."""
+        if file:
+            settings.save_defaults(settings.read_defaults(Path(file).expanduser()))
+        self._config = settings.load_storages()
+        return {
+            "defaults": settings.load_defaults(),
+            "storages": {name: {"kind": s.kind, **settings.masked(s.settings)} for name, s in self._config.items()},
+        }
+
+    def list(self, target: str, recursive: bool = False) -> list[dict]:
+        """The objects under a path; without `recursive`, its direct files and sub-folders."""
+        where = Location.parse(target)
+        storage = self.storage(where.storage)
+        single = storage.stat(where.path)
+        objects = [single] if single else list(storage.list(where.path))
+        if not objects and not storage.is_folder(where.path):
+            raise NotFound(f"'{where}' does not exist")
+        rows, folders = [], set()
+        for info in objects:
+            relative = info.key[len(where.path):].lstrip("/") if not single else location.basename(info.key)
+            if not recursive and "/" in relative:
+                folder = relative.split("/", 1)[0] + "/"
+                if folder not in folders:
+                    folders.add(folder)
+                    rows.append({"name": folder, "size": None, "modified": None, "md5": None})
+                continue
+            rows.append({"name": relative, "size": info.size, "modified": iso(info.mtime), "md5": info.md5})
+        return rows
+
+    def delete(self, target: str, recursive: bool = False) -> list[str]:
+        """Delete a file, or with `recursive` every object under a folder; returns the keys."""
+        where = Location.parse(target)
+        storage = self.storage(where.storage)
+        if storage.stat(where.path):
+            keys = [where.path]
+        elif recursive:
+            keys = [info.key for info in storage.list(where.path)]
+            if not keys and not storage.is_folder(where.path):
+                raise NotFound(f"'{where}' does not exist")
+        elif storage.is_folder(where.path):
+            raise UsageError(f"'{where}' is a folder; add -r to delete everything under it")
+        else:
+            raise NotFound(f"'{where}' does not exist")
+        for key in keys:
+            storage.delete(key)
+        return keys
+
+    def status(self, id: str | None = None):
+        """One transfer's status, or with no id the status of every transfer (newest first)."""
+        if id is None:
+            return self.records.transfers()
+        found = self.records.status(id)
+        if found is None:
+            raise NotFound(f"no transfer with id '{id}'")
+        return found
+
+    def statistic(self) -> dict:
+        return self.records.statistic()
+

@@ -1,0 +1,216 @@
+"""`cms transfer`: a thin layer over cloudmesh.transfer.Transfer that parses, calls and prints.
+
+cmd5 exits 0 whatever a command does, and its @command decorator swallows SystemExit. This
+command therefore parses its own arguments and, only when it runs as a one-shot `cms transfer ...`
+(not inside the interactive shell), ends the process with a non-zero status on failure.
+"""
+import json
+import os
+import sys
+import textwrap
+import traceback
+
+import yaml
+from docopt import DocoptExit, docopt
+
+from cloudmesh.shell.command import PluginCommand
+
+
+def one_shot() -> bool:
+    """True when called from `cms`'s main() for a single command line, not from its shell loop."""
+    frame, in_main = sys._getframe(1), False
+    while frame:
+        code = frame.f_code
+        if code.co_name == "cmdloop":
+            return False
+        in_main |= code.co_name == "main" and code.co_filename.endswith(os.path.join("cloudmesh", "shell", "shell.py"))
+        frame = frame.f_back
+    return in_main
+
+
+def error(message: str) -> None:
+    print(f"ERROR: {' '.join(str(message).split())}", file=sys.stderr, flush=True)
+
+
+def dump_json(data) -> None:
+    print(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+STATUS_ORDER = ["id", "state", "source", "target", "copy", "objects_total", "objects_done", "objects_failed",
+                "bytes_total", "bytes_done", "started", "finished", "seconds"]
+LIST_ORDER = ["id", "state", "source", "target", "copy", "objects", "bytes", "started", "seconds"]
+
+
+def attributes(rows: dict) -> str:
+    """A two-column table; values are shown as text so that 0 and False stay visible."""
+    from cloudmesh.common.Printer import Printer
+    shown = {k: v if isinstance(v, (dict, list)) else str(v if v is not None else "") for k, v in rows.items()}
+    return str(Printer.attribute(shown, order=list(shown), sort_keys=False))
+
+
+def print_status(status, output: str) -> None:
+    from cloudmesh.common.Printer import Printer
+    if output == "json":
+        dump_json(status)
+    elif isinstance(status, list):
+        rows = [{**s, "objects": f"{s['objects_done']}/{s['objects_total']}",
+                 "bytes": f"{s['bytes_done']}/{s['bytes_total']}"} for s in status]
+        print(Printer.write(rows, order=LIST_ORDER, sort_keys=False, output="table") if rows else "no transfers yet")
+    else:
+        rows = {key: status[key] for key in STATUS_ORDER}
+        if status["errors"]:
+            rows["errors"] = [f"{e['path']}: {e['message']}" for e in status["errors"]]
+        print(attributes(rows))
+
+
+def failure(status: dict) -> str | None:
+    """The one-line reason a finished transfer failed, or None when it completed."""
+    if status["state"] == "completed":
+        return None
+    first = status["errors"][0] if status["errors"] else None
+    reason = f"; first: {first['path']}: {first['message']}" if first else f": {status.get('message') or 'failed'}"
+    return (f"transfer '{status['id']}' {status['state']}: {status['objects_failed']} of "
+            f"{status['objects_total']} objects failed{reason}")
+
+
+class TransferCommand(PluginCommand):
+
+    def do_transfer(self, args):
+        """
+        ::
+
+          Usage:
+            transfer copy --source=SOURCE --target=TARGET [-r] [--id=ID] [--parallel=N] [--chunksize=SIZE] [--output=FORMAT]
+            transfer move --source=SOURCE --target=TARGET [-r] [--id=ID] [--parallel=N] [--chunksize=SIZE] [--output=FORMAT]
+            transfer list --target=TARGET [-r] [--output=FORMAT]
+            transfer delete --target=TARGET [-r]
+            transfer config FILE
+            transfer config [--file=FILE]
+            transfer run --id=ID --data=PATH [--copy=BOOL] [--output=FORMAT]
+            transfer --id=ID --data=PATH [--copy=BOOL] [--output=FORMAT]
+            transfer status [--id=ID] [--output=FORMAT]
+            transfer statistic [--output=FORMAT]
+
+          Copy, move, list and delete files and folders between AWS S3, Azure Blob Storage and
+          local disk, and report on the recorded transfers.
+
+          Arguments:
+            FILE    a YAML file with the default transfer: source: STORAGE:PATH, target: STORAGE:PATH
+
+          Options:
+            --source=SOURCE    where to copy from, as STORAGE:PATH (e.g. awss3:data)
+            --target=TARGET    where to copy to, list or delete, as STORAGE:PATH (e.g. azure:backup/)
+            -r                 work on a folder and everything under it
+            --id=ID            the name of the transfer; generated and printed when omitted
+            --data=PATH        a file or folder under the configured source, copied to the same path
+                               under the configured target
+            --copy=BOOL        False deletes each source object after its verified copy [default: True]
+            --parallel=N       objects transferred at once [default: 4]
+            --chunksize=SIZE   the part size data streams in, e.g. 8MiB [default: 8MiB]
+            --output=FORMAT    table or json [default: table]
+            --file=FILE        as FILE (inside the cms shell only: cms runs any command line
+                               with --file= as a script)
+
+          Description:
+            STORAGE is a storage name under cloudmesh.storage in cloudmesh.yaml; PATH is a file or
+            folder inside it ('awss3:' alone is its root). With -r the contents of the source
+            folder land under the target path: awss3:data/a/b.txt -> azure:backup/a/b.txt.
+            A single file lands at the target path, or inside it when the target is a folder or
+            ends with '/'. Every object is verified (size and MD5) before it counts as done; a move
+            deletes a source object only after that.
+
+            transfer status                 lists all transfers, newest first
+            transfer status --id=ID         one transfer, with its failed objects
+            transfer statistic              totals by state and by route
+
+          Examples:
+            cms transfer copy --source=awss3:data --target=azure:data -r
+            cms transfer move --source=local:report.pdf --target=awss3:archive/ --output=json
+            cms transfer config transfer.yaml
+            cms transfer run --id=nightly --data=images
+            cms transfer status --id=nightly --output=json
+
+          Exit status: 0 on success, 1 when a transfer or an operation failed, 2 on invalid input.
+        """
+        code = self.transfer_command(args)
+        if code and one_shot():
+            raise SystemExit(code)
+        return ""
+
+    def transfer_command(self, args: str) -> int:
+        """Run one `transfer` command line; print results to stdout, errors to stderr; return the exit code."""
+        from cloudmesh.common import shlex
+        doc = textwrap.dedent(self.do_transfer.__doc__)
+        if (args or "").strip() in ("-h", "--help"):
+            print(doc.replace("::", "", 1).strip())
+            return 0
+        try:
+            arguments = docopt(doc, argv=shlex.split(args or ""), help=False)
+        except DocoptExit:
+            error(f"invalid arguments 'transfer {args}'; see 'cms transfer -h'")
+            return 2
+        from cloudmesh.transfer.errors import TransferError
+        try:
+            return self.dispatch(arguments)
+        except TransferError as e:
+            error(e)
+            return e.exit_code
+        except KeyboardInterrupt:
+            error("interrupted")
+            return 130
+        except Exception as e:
+            error(f"internal error ({e.__class__.__name__}); set CMS_TRANSFER_DEBUG=1 for a traceback")
+            if os.environ.get("CMS_TRANSFER_DEBUG"):
+                traceback.print_exc()
+            return 1
+
+    def dispatch(self, arguments: dict) -> int:
+        from cloudmesh.common.Printer import Printer
+        from cloudmesh.transfer import Transfer
+        from cloudmesh.transfer.errors import UsageError
+
+        output = arguments["--output"] or "table"
+        if output not in ("table", "json"):
+            raise UsageError(f"--output must be table or json, not '{output}'")
+        recursive = bool(arguments["-r"])
+
+        if arguments["copy"] or arguments["move"] or arguments["run"] or arguments["--data"]:
+            api = Transfer(parallel=arguments["--parallel"] or 4, chunksize=arguments["--chunksize"] or "8MiB")
+            if arguments["copy"] or arguments["move"]:
+                start = api.copy if arguments["copy"] else api.move
+                status = start(arguments["--source"], arguments["--target"], recursive=recursive, id=arguments["--id"])
+            else:
+                status = api.run(arguments["--id"], arguments["--data"], copy=arguments["--copy"])
+            print_status(status, output)
+            reason = failure(status)
+            if reason:
+                error(reason)
+                return 1
+            return 0
+
+        api = Transfer()
+        if arguments["list"]:
+            rows = api.list(arguments["--target"], recursive=recursive)
+            if output == "json":
+                dump_json(rows)
+            elif rows:
+                print(Printer.write(rows, order=["name", "size", "modified", "md5"], sort_keys=False))
+        elif arguments["delete"]:
+            for key in api.delete(arguments["--target"], recursive=recursive):
+                print(f"deleted {key}")
+        elif arguments["config"]:
+            print(yaml.safe_dump(api.configure(arguments["FILE"] or arguments["--file"]), sort_keys=False).rstrip())
+        elif arguments["status"]:
+            print_status(api.status(arguments["--id"]), output)
+        elif arguments["statistic"]:
+            stats = api.statistic()
+            if output == "json":
+                dump_json(stats)
+            else:
+                rows = {key: stats[key] for key in ("bytes_total", "objects_total", "seconds_total",
+                                                     "throughput_bytes_per_second")}
+                rows["transfers"] = stats["transfers"]
+                rows["by_route"] = {route: f"{r['transfers']} transfers, {r['bytes']} bytes"
+                                    for route, r in stats["by_route"].items()}
+                print(attributes(rows))
+        return 0

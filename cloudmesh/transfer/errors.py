@@ -1,0 +1,25 @@
+"""The errors a user can meet. Each carries one clear line that is safe to print (no secrets)."""
+
+
+class TransferError(Exception):
+    """A failure the user should read as one line; the command exits non-zero on it."""
+
+    exit_code = 1
+
+
+class UsageError(TransferError):
+    """The input is invalid: a bad option value, storage name or path."""
+
+    exit_code = 2
+
+
+class ConfigError(UsageError):
+    """cloudmesh.yaml or a transfer config file is missing, malformed or incomplete."""
+
+
+class IdInUse(UsageError):
+    """A transfer id was reused."""
+
+
+class NotFound(TransferError):
+    """A source object, folder, bucket or container does not exist."""

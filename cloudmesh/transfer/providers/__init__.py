@@ -1,0 +1,27 @@
+"""The provider registry: `cm.kind` in cloudmesh.yaml names the class that serves a storage."""
+import importlib
+
+from cloudmesh.transfer.config import StorageConfig
+from cloudmesh.transfer.errors import ConfigError
+from cloudmesh.transfer.providers.base import MiB, ObjectInfo, Reader, Storage, Upload
+
+KINDS = {
+    "local": "cloudmesh.transfer.providers.local:LocalStorage",
+    "awss3": "cloudmesh.transfer.providers.awss3:S3Storage",
+    "azureblob": "cloudmesh.transfer.providers.azureblob:AzureStorage",
+}
+
+
+def provider_class(kind: str) -> type[Storage]:
+    """The class for a kind, imported on first use so that `cms` starts without every SDK."""
+    if kind not in KINDS:
+        raise ConfigError(f"unknown storage kind '{kind}' (known: {', '.join(sorted(KINDS))})")
+    module, _, name = KINDS[kind].partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def open_storage(config: StorageConfig, chunk_size: int = 8 * MiB) -> Storage:
+    return provider_class(config.kind).from_config(config, chunk_size)
+
+
+__all__ = ["KINDS", "MiB", "ObjectInfo", "Reader", "Storage", "Upload", "open_storage", "provider_class"]

@@ -1,0 +1,152 @@
+"""Azure Blob Storage (and Azurite) through azure-storage-blob.
+
+Large objects are staged as blocks (each checked by Content-MD5 on arrival) and become visible
+only when the block list is committed, with the whole object's MD5 set as its Content-MD5.
+"""
+import base64
+import contextlib
+import os
+import re
+from typing import Iterator
+
+from azure.core.exceptions import (AzureError, ClientAuthenticationError, HttpResponseError,
+                                   ResourceNotFoundError)
+from azure.storage.blob import BlobBlock, BlobServiceClient, ContentSettings
+
+from cloudmesh.transfer.config import StorageConfig
+from cloudmesh.transfer.errors import ConfigError, NotFound, TransferError, UsageError
+from cloudmesh.transfer.providers.base import MiB, ObjectInfo, Reader, Storage, Upload
+
+METADATA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class AzureReader(Reader):
+    def __init__(self, downloader):
+        self.downloader = downloader
+        settings = downloader.properties.content_settings
+        self.content_type = settings.content_type
+        self.metadata = downloader.properties.metadata or {}
+
+    def chunks(self) -> Iterator[bytes]:
+        return self.downloader.chunks()
+
+
+class AzureUpload(Upload):
+    def __init__(self, storage: "AzureStorage", key: str, source: ObjectInfo):
+        self.storage, self.key, self.source = storage, key, source
+        self.blob = storage.container.get_blob_client(key)
+        self.blocks: dict[int, str] = {}
+
+    def put_part(self, number: int, offset: int, data: bytes) -> None:
+        block_id = base64.b64encode(f"cmtransfer-{number:08d}".encode()).decode()
+        with self.storage.errors(self.key):
+            self.blob.stage_block(block_id, data, length=len(data), validate_content="md5")
+        self.blocks[number] = block_id
+
+    def complete(self, md5: bytes) -> None:
+        blocks = [BlobBlock(self.blocks[n]) for n in sorted(self.blocks)]
+        with self.storage.errors(self.key):
+            self.blob.commit_block_list(blocks, **self.storage.properties(self.source, md5))
+
+    def abort(self) -> None:
+        """Uncommitted blocks are never visible; Azure discards them after a week."""
+
+
+class AzureStorage(Storage):
+    kind = "azureblob"
+    min_part_size = 1
+    max_part_size = 4000 * MiB
+    max_parts = 50_000
+
+    def __init__(self, name: str, service: BlobServiceClient, container: str):
+        super().__init__(name)
+        self.container = service.get_container_client(container)
+        self.container_name = container
+
+    @classmethod
+    def from_config(cls, config: StorageConfig, chunk_size: int = 8 * MiB) -> "AzureStorage":
+        sizes = {"max_single_get_size": chunk_size, "max_chunk_get_size": chunk_size,
+                 "max_single_put_size": chunk_size, "max_block_size": chunk_size}
+        connection_string = config.settings.get("connection_string")
+        if not connection_string and not config.settings.get("account_key"):
+            connection_string = os.environ.get("AZURE_STORAGE_CONNECTION_STRING")
+        if connection_string:
+            try:
+                service = BlobServiceClient.from_connection_string(connection_string, **sizes)
+            except ValueError:
+                raise ConfigError(f"storage '{config.name}' has a malformed connection_string") from None
+        else:
+            account = config.require("account_name")
+            key = config.require("account_key", "AZURE_STORAGE_KEY")
+            endpoint = config.settings.get("endpoint") or f"https://{account}.blob.core.windows.net"
+            service = BlobServiceClient(endpoint, credential={"account_name": account, "account_key": key},
+                                        **sizes)
+        return cls(config.name, service, config.require("container"))
+
+    @contextlib.contextmanager
+    def errors(self, key: str = ""):
+        """Turn the SDK's errors into one-line TransferErrors that name the storage, not secrets."""
+        where = f"'{self.name}:{key}'" if key else f"storage '{self.name}'"
+        try:
+            yield
+        except ResourceNotFoundError as e:
+            if e.error_code == "ContainerNotFound":
+                raise NotFound(f"container '{self.container_name}' of storage '{self.name}' does not exist") from None
+            raise NotFound(f"{where} does not exist") from None
+        except ClientAuthenticationError as e:
+            raise ConfigError(f"storage '{self.name}' rejected its credentials ({e.error_code or 403})") from None
+        except HttpResponseError as e:
+            raise TransferError(f"Azure error on {where}: {e.error_code or e.status_code}") from None
+        except AzureError as e:
+            raise TransferError(f"cannot reach Azure for storage '{self.name}': {e.__class__.__name__}") from None
+
+    def check_key(self, key: str) -> None:
+        super().check_key(key)
+        if key.endswith(("/", ".")) or "\\" in key:
+            raise UsageError(f"object name {key!r} cannot be stored as an Azure blob name")
+
+    def info(self, blob) -> ObjectInfo:
+        settings = blob.content_settings
+        md5 = bytes(settings.content_md5).hex() if settings.content_md5 else None
+        return ObjectInfo(key=blob.name, size=blob.size, mtime=blob.last_modified.timestamp(), md5=md5,
+                          etag=blob.etag, content_type=settings.content_type, metadata=blob.metadata or {})
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        start = f"{prefix}/" if prefix else None
+        with self.errors(prefix):
+            for blob in self.container.list_blobs(name_starts_with=start, include=["metadata"]):
+                yield self.info(blob)
+
+    def stat(self, key: str) -> ObjectInfo | None:
+        if not key:
+            return None
+        try:
+            with self.errors(key):
+                return self.info(self.container.get_blob_client(key).get_blob_properties())
+        except NotFound:
+            with self.errors():
+                self.container.get_container_properties()
+            return None
+
+    def open(self, key: str) -> Reader:
+        with self.errors(key):
+            return AzureReader(self.container.get_blob_client(key).download_blob())
+
+    @staticmethod
+    def properties(source: ObjectInfo, md5: bytes) -> dict:
+        metadata = {k.replace("-", "_"): str(v) for k, v in source.metadata.items()}
+        return {"content_settings": ContentSettings(content_type=source.content_type or "application/octet-stream",
+                                                    content_md5=bytearray(md5)),
+                "metadata": {k: v for k, v in metadata.items() if METADATA_NAME.match(k)}}
+
+    def put(self, key: str, data: bytes, source: ObjectInfo, md5: bytes) -> None:
+        with self.errors(key):
+            self.container.get_blob_client(key).upload_blob(
+                data, length=len(data), overwrite=True, validate_content="md5", **self.properties(source, md5))
+
+    def begin(self, key: str, source: ObjectInfo) -> Upload:
+        return AzureUpload(self, key, source)
+
+    def delete(self, key: str) -> None:
+        with self.errors(key):
+            self.container.get_blob_client(key).delete_blob()

@@ -1,0 +1,116 @@
+"""The storage interface every provider implements, in the spirit of rclone's Fs/Object.
+
+A provider lists, stats, reads in chunks, writes whole small objects or uploads large ones in
+parts (visible only after `complete`), and deletes. Keys are '/'-separated paths inside the
+storage's bucket, container or directory. Optional capabilities are extra methods that the
+engine detects with `hasattr`, never by the provider's kind.
+"""
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Iterator
+
+from cloudmesh.transfer.config import StorageConfig
+from cloudmesh.transfer.errors import UsageError
+
+MiB = 1024 * 1024
+
+
+@dataclass
+class ObjectInfo:
+    """What a storage knows of one object; `md5` is the whole-object MD5 (hex) when known."""
+
+    key: str
+    size: int
+    mtime: float | None = None
+    md5: str | None = None
+    etag: str | None = None
+    content_type: str | None = None
+    metadata: dict = field(default_factory=dict)
+
+
+class Reader(ABC):
+    """An open object being read: its content type and metadata, and its bytes in chunks."""
+
+    content_type: str | None = None
+    metadata: dict = {}
+
+    @abstractmethod
+    def chunks(self) -> Iterator[bytes]:
+        """The object's bytes (or the requested range) as a stream of chunks."""
+
+    def close(self) -> None:
+        """Release the connection or file."""
+
+
+class Upload(ABC):
+    """A multi-part write; nothing is visible at the key until `complete` succeeds."""
+
+    @abstractmethod
+    def put_part(self, number: int, offset: int, data: bytes) -> None:
+        """Store part `number` (1-based) that starts at byte `offset` of the object."""
+
+    @abstractmethod
+    def complete(self, md5: bytes) -> None:
+        """Make the object visible from its parts; `md5` is the digest of the whole object."""
+
+    @abstractmethod
+    def abort(self) -> None:
+        """Discard the parts; leaves nothing visible at the key."""
+
+
+class Storage(ABC):
+    """One configured storage. Subclasses set `kind`, their part-size limits and `from_config`."""
+
+    kind: str = ""
+    min_part_size: int = 1
+    max_part_size: int = 2**62
+    max_parts: int = 2**31
+    max_key_bytes: int = 1024
+
+    def __init__(self, name: str):
+        self.name = name
+
+    @classmethod
+    @abstractmethod
+    def from_config(cls, config: StorageConfig, chunk_size: int) -> "Storage":
+        """Build the provider from its cloudmesh.yaml entry; raise ConfigError for missing fields."""
+
+    @abstractmethod
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        """Every object whose key is under the folder `prefix` ('' is the whole storage)."""
+
+    @abstractmethod
+    def stat(self, key: str) -> ObjectInfo | None:
+        """The object at `key`, or None when there is none."""
+
+    @abstractmethod
+    def open(self, key: str) -> Reader:
+        """Open the object at `key` for reading; NotFound when it does not exist."""
+
+    @abstractmethod
+    def put(self, key: str, data: bytes, source: ObjectInfo, md5: bytes) -> None:
+        """Write a whole (small) object in one request."""
+
+    @abstractmethod
+    def begin(self, key: str, source: ObjectInfo) -> Upload:
+        """Start a multi-part upload of an object shaped like `source`."""
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove the object at `key`."""
+
+    def check_key(self, key: str) -> None:
+        """Raise UsageError when `key` cannot be stored here; the common rules for every kind."""
+        if not key:
+            raise UsageError(f"an empty object name cannot be stored in '{self.name}'")
+        if "\x00" in key:
+            raise UsageError(f"object name {key!r} contains a NUL character")
+        if len(key.encode("utf-8")) > self.max_key_bytes:
+            raise UsageError(f"object name '{key[:60]}...' is longer than {self.max_key_bytes} bytes")
+
+    def is_folder(self, prefix: str) -> bool:
+        """True when `prefix` is the root or at least one object lies under it."""
+        return not prefix or next(iter(self.list(prefix)), None) is not None
+
+    def __str__(self) -> str:
+        return self.name

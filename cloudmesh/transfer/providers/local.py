@@ -1,0 +1,148 @@
+"""Local disk: keys are paths under the storage's `directory`, and nothing is written outside it.
+
+Uploads go to a hidden `.partial` file beside the target and are renamed into place on complete,
+so a reader never sees a half-written file.
+"""
+import mimetypes
+import os
+import secrets
+from pathlib import Path
+from typing import Iterator
+
+from cloudmesh.transfer.config import StorageConfig
+from cloudmesh.transfer.errors import NotFound, TransferError, UsageError
+from cloudmesh.transfer.providers.base import MiB, ObjectInfo, Reader, Storage, Upload
+
+PARTIAL_SUFFIX = ".cmtransfer.partial"
+
+
+class LocalReader(Reader):
+    def __init__(self, path: Path, chunk_size: int):
+        self.file = open(path, "rb")
+        self.chunk_size = chunk_size
+        self.content_type = mimetypes.guess_type(path.name)[0]
+        self.metadata = {}
+
+    def chunks(self) -> Iterator[bytes]:
+        while chunk := self.file.read(self.chunk_size):
+            yield chunk
+
+    def close(self) -> None:
+        self.file.close()
+
+
+class LocalUpload(Upload):
+    def __init__(self, path: Path, mtime: float | None):
+        self.path = path
+        self.mtime = mtime
+        self.partial = path.with_name(f".{path.name}.{secrets.token_hex(4)}{PARTIAL_SUFFIX}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.fd = os.open(self.partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+
+    def put_part(self, number: int, offset: int, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            written = os.pwrite(self.fd, view, offset)
+            view, offset = view[written:], offset + written
+
+    def complete(self, md5: bytes) -> None:
+        os.close(self.fd)
+        self.fd = None
+        if self.mtime is not None:
+            os.utime(self.partial, (self.mtime, self.mtime))
+        os.replace(self.partial, self.path)
+
+    def abort(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+        self.partial.unlink(missing_ok=True)
+
+
+class LocalStorage(Storage):
+    kind = "local"
+    max_key_bytes = 4096
+
+    def __init__(self, name: str, root: Path, chunk_size: int):
+        super().__init__(name)
+        self.root = root
+        self.chunk_size = chunk_size
+
+    @classmethod
+    def from_config(cls, config: StorageConfig, chunk_size: int = 8 * MiB) -> "LocalStorage":
+        root = Path(config.require("directory")).expanduser()
+        return cls(config.name, root.resolve(), chunk_size)
+
+    def check_key(self, key: str) -> None:
+        super().check_key(key)
+        parts = key.split("/")
+        if key.startswith("/") or "\\" in key or any(p in ("", ".", "..") for p in parts):
+            raise UsageError(f"object name {key!r} cannot be stored safely under local storage '{self.name}'")
+        if any(len(p.encode("utf-8")) > 255 for p in parts):
+            raise UsageError(f"object name '{key[:60]}...' has a path component longer than 255 bytes")
+
+    def path(self, key: str) -> Path:
+        """The file for `key`, checked to lie inside the root even through symlinks."""
+        if not key:
+            return self.root
+        self.check_key(key)
+        path = self.root / key
+        real = path.resolve()
+        if real != self.root and self.root not in real.parents:
+            raise UsageError(f"object name {key!r} leads outside local storage '{self.name}'")
+        return path
+
+    def info(self, key: str, path: Path) -> ObjectInfo:
+        st = path.stat()
+        return ObjectInfo(key=key, size=st.st_size, mtime=st.st_mtime,
+                          content_type=mimetypes.guess_type(path.name)[0])
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        top = self.path(prefix)
+        if not top.is_dir():
+            return
+        for folder, dirs, files in os.walk(top):
+            dirs.sort()
+            for name in sorted(files):
+                if name.endswith(PARTIAL_SUFFIX):
+                    continue
+                path = Path(folder) / name
+                if path.is_file():
+                    yield self.info(path.relative_to(self.root).as_posix(), path)
+
+    def is_folder(self, prefix: str) -> bool:
+        return self.path(prefix).is_dir()
+
+    def stat(self, key: str) -> ObjectInfo | None:
+        path = self.path(key)
+        return self.info(key, path) if key and path.is_file() else None
+
+    def open(self, key: str) -> Reader:
+        path = self.path(key)
+        if not path.is_file():
+            raise NotFound(f"'{self.name}:{key}' does not exist")
+        return LocalReader(path, self.chunk_size)
+
+    def put(self, key: str, data: bytes, source: ObjectInfo, md5: bytes) -> None:
+        upload = self.begin(key, source)
+        try:
+            upload.put_part(1, 0, data)
+            upload.complete(md5)
+        except BaseException:
+            upload.abort()
+            raise
+
+    def begin(self, key: str, source: ObjectInfo) -> Upload:
+        path = self.path(key)
+        if path.is_dir():
+            raise TransferError(f"'{self.name}:{key}' is a folder; cannot write a file there")
+        try:
+            return LocalUpload(path, source.mtime)
+        except OSError as e:
+            raise TransferError(f"cannot write under '{self.name}:{key}': {e.strerror}") from None
+
+    def delete(self, key: str) -> None:
+        try:
+            self.path(key).unlink()
+        except FileNotFoundError:
+            raise NotFound(f"'{self.name}:{key}' does not exist") from None

@@ -1,0 +1,159 @@
+"""Transfer records in an embedded SQLite file (WAL mode: several `cms` processes may share it)."""
+import os
+import socket
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+from cloudmesh.transfer.errors import IdInUse
+from cloudmesh.transfer.records.base import STATES, Records, status_view
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS transfers (
+    id TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    source TEXT NOT NULL,
+    target TEXT NOT NULL,
+    route TEXT NOT NULL,
+    copy INTEGER NOT NULL,
+    recursive INTEGER NOT NULL,
+    started REAL NOT NULL,
+    finished REAL,
+    host TEXT,
+    pid INTEGER,
+    message TEXT
+);
+CREATE INDEX IF NOT EXISTS transfers_state ON transfers(state, started);
+CREATE TABLE IF NOT EXISTS objects (
+    transfer_id TEXT NOT NULL REFERENCES transfers(id),
+    seq INTEGER NOT NULL,
+    path TEXT NOT NULL,
+    source_key TEXT NOT NULL,
+    target_key TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    state TEXT NOT NULL DEFAULT 'pending',
+    bytes_done INTEGER NOT NULL DEFAULT 0,
+    md5 TEXT,
+    method TEXT,
+    message TEXT,
+    PRIMARY KEY (transfer_id, path)
+);
+"""
+
+OBJECT_FIELDS = {"state", "bytes_done", "md5", "method", "message"}
+
+COUNTS = """
+SELECT count(*) AS objects_total,
+       coalesce(sum(state = 'done'), 0) AS objects_done,
+       coalesce(sum(state = 'failed'), 0) AS objects_failed,
+       coalesce(sum(size), 0) AS bytes_total,
+       coalesce(sum(bytes_done), 0) AS bytes_done
+FROM objects WHERE transfer_id = ?
+"""
+
+
+class SQLiteRecords(Records):
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.lock = threading.Lock()
+        self.db = sqlite3.connect(path, timeout=30, check_same_thread=False, isolation_level=None)
+        self.db.row_factory = sqlite3.Row
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.executescript(SCHEMA)
+
+    def write(self, sql: str, *args, many: bool = False):
+        with self.lock:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                (self.db.executemany if many else self.db.execute)(sql, *args)
+                self.db.execute("COMMIT")
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+
+    def create(self, transfer: dict, objects: list[dict]) -> None:
+        with self.lock:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                row = self.db.execute("SELECT state FROM transfers WHERE id = ?", (transfer["id"],)).fetchone()
+                if row:
+                    raise IdInUse(f"transfer id '{transfer['id']}' is already used ({row['state']}); choose another id")
+                self.db.execute(
+                    "INSERT INTO transfers (id, state, source, target, route, copy, recursive, started, host, pid)"
+                    " VALUES (?, 'running', ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (transfer["id"], transfer["source"], transfer["target"], transfer["route"],
+                     int(transfer["copy"]), int(transfer["recursive"]), time.time(), socket.gethostname(),
+                     os.getpid()))
+                self.db.executemany(
+                    "INSERT INTO objects (transfer_id, seq, path, source_key, target_key, size) VALUES (?, ?, ?, ?, ?, ?)",
+                    [(transfer["id"], seq, o["path"], o["source_key"], o["target_key"], o["size"])
+                     for seq, o in enumerate(objects)])
+                self.db.execute("COMMIT")
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+
+    def update_object(self, transfer_id: str, path: str, **fields) -> None:
+        unknown = set(fields) - OBJECT_FIELDS
+        if unknown:
+            raise ValueError(f"unknown object fields {sorted(unknown)}")
+        assignments = ", ".join(f"{name} = ?" for name in fields)
+        self.write(f"UPDATE objects SET {assignments} WHERE transfer_id = ? AND path = ?",
+                   (*fields.values(), transfer_id, path))
+
+    def finish(self, transfer_id: str, state: str, message: str | None = None) -> None:
+        self.write("UPDATE transfers SET state = ?, finished = ?, message = ? WHERE id = ?",
+                   (state, time.time(), message, transfer_id))
+
+    def view(self, row: sqlite3.Row) -> dict:
+        counts = dict(self.db.execute(COUNTS, (row["id"],)).fetchone())
+        errors = [dict(e) for e in self.db.execute(
+            "SELECT path, message FROM objects WHERE transfer_id = ? AND state = 'failed' ORDER BY seq",
+            (row["id"],))]
+        return status_view(dict(row), counts, errors)
+
+    def status(self, transfer_id: str) -> dict | None:
+        with self.lock:
+            row = self.db.execute("SELECT * FROM transfers WHERE id = ?", (transfer_id,)).fetchone()
+            return self.view(row) if row else None
+
+    def transfers(self, state: str | None = None) -> list[dict]:
+        with self.lock:
+            rows = self.db.execute(
+                "SELECT * FROM transfers WHERE ? IS NULL OR state = ? ORDER BY started DESC, id",
+                (state, state)).fetchall()
+            return [self.view(row) for row in rows]
+
+    def objects(self, transfer_id: str) -> list[dict]:
+        with self.lock:
+            return [dict(r) for r in self.db.execute(
+                "SELECT * FROM objects WHERE transfer_id = ? ORDER BY seq", (transfer_id,))]
+
+    def statistic(self) -> dict:
+        with self.lock:
+            states = dict(self.db.execute("SELECT state, count(*) FROM transfers GROUP BY state").fetchall())
+            routes = self.db.execute(
+                "SELECT t.route, count(DISTINCT t.id) AS transfers,"
+                " coalesce(sum(CASE WHEN o.state = 'done' THEN o.size END), 0) AS bytes,"
+                " coalesce(sum(o.state = 'done'), 0) AS objects"
+                " FROM transfers t LEFT JOIN objects o ON o.transfer_id = t.id GROUP BY t.route ORDER BY t.route"
+            ).fetchall()
+            seconds = self.db.execute(
+                "SELECT coalesce(sum(finished - started), 0) FROM transfers WHERE finished IS NOT NULL").fetchone()[0]
+        by_route = {r["route"]: {"transfers": r["transfers"], "bytes": r["bytes"], "objects": r["objects"]}
+                    for r in routes}
+        total_bytes = sum(r["bytes"] for r in by_route.values())
+        return {
+            "transfers": {**{state: 0 for state in STATES}, **states},
+            "bytes_total": total_bytes,
+            "objects_total": sum(r["objects"] for r in by_route.values()),
+            "seconds_total": round(seconds, 3),
+            "throughput_bytes_per_second": round(total_bytes / seconds) if seconds else 0,
+            "by_route": by_route,
+        }
+
+    def close(self) -> None:
+        self.db.close()

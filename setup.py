@@ -1,0 +1,29 @@
+"""Packaging for cloudmesh-transfer: the `cms transfer` plugin and its Python API."""
+from pathlib import Path
+
+from setuptools import find_namespace_packages, setup
+
+here = Path(__file__).parent
+version = {}
+exec((here / "cloudmesh" / "transfer" / "__version__.py").read_text(), version)
+
+setup(
+    name="cloudmesh-transfer",
+    version=version["version"],
+    description="Copy and move files and folders between AWS S3, Azure Blob Storage and local disk",
+    long_description=(here / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.11",
+    packages=find_namespace_packages(include=["cloudmesh.transfer", "cloudmesh.transfer.*"]),
+    install_requires=[
+        line.strip()
+        for line in (here / "requirements.txt").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ],
+    extras_require={"test": ["pytest>=8", "moto[server]>=5.0"]},
+    classifiers=[
+        "License :: OSI Approved :: Apache Software License",
+        "Programming Language :: Python :: 3.11",
+    ],
+)
