@@ -1,0 +1,95 @@
+"""The real `cms transfer` command, in a subprocess, against moto and Azurite in every direction."""
+import json
+import os
+
+import pytest
+
+BIG = os.urandom(6 * 1024 * 1024 + 12345)  # more than one part at --chunksize=1MiB, and than S3's 5 MiB minimum
+TREE = {
+    "a.txt": b"hello\n",
+    "empty.dat": b"",
+    "sub/deeper/nested.txt": b"nested " * 1000,
+    "sub/big.bin": BIG,
+    "with space/file name.txt": b"spaces are fine",
+    "ünïcödé/データ.txt": "unicode ✓".encode(),
+}
+DIRECTIONS = [("local", "awss3"), ("local", "azure"), ("awss3", "azure"), ("azure", "awss3"),
+              ("awss3", "local"), ("azure", "local"), ("awss3", "awss3"), ("azure", "azure")]
+
+
+def seed(env, storage: str, folder: str, tree: dict = TREE) -> None:
+    for key, data in tree.items():
+        env.put(storage, f"{folder}/{key}", data)
+
+
+def status(env, transfer_id: str) -> dict:
+    result = env.transfer("status", f"--id={transfer_id}", "--output=json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+@pytest.mark.parametrize("source,target", DIRECTIONS, ids=[f"{s}-to-{t}" for s, t in DIRECTIONS])
+def test_folder_and_single_files_arrive_byte_for_byte(env, source, target):
+    p = env.prefix
+    seed(env, source, f"{p}/src")
+
+    result = env.transfer("copy", f"--source={source}:{p}/src", f"--target={target}:{p}/dst", "-r",
+                          f"--id={p}-tree", "--chunksize=1MiB")
+    assert result.returncode == 0, result.stderr
+    assert env.tree(target, f"{p}/dst") == TREE
+    record = status(env, f"{p}-tree")
+    assert record["state"] == "completed"
+    assert record["objects_total"] == record["objects_done"] == len(TREE)
+    assert record["bytes_total"] == record["bytes_done"] == sum(map(len, TREE.values()))
+    assert record["route"] == f"{env.kind(source)}->{env.kind(target)}"
+
+    result = env.transfer("copy", f"--source={source}:{p}/src/sub/big.bin", f"--target={target}:{p}/one/copy.bin")
+    assert result.returncode == 0, result.stderr
+    assert env.get(target, f"{p}/one/copy.bin") == BIG
+
+    result = env.transfer("copy", f"--source={source}:{p}/src/with space/file name.txt", f"--target={target}:{p}/into/")
+    assert result.returncode == 0, result.stderr
+    assert env.get(target, f"{p}/into/file name.txt") == TREE["with space/file name.txt"]
+
+
+def test_copying_a_folder_again_does_not_nest_it(env):
+    p = env.prefix
+    seed(env, "awss3", f"{p}/src")
+    for run in range(2):
+        result = env.transfer("copy", f"--source=awss3:{p}/src", f"--target=azure:{p}/dst", "-r")
+        assert result.returncode == 0, result.stderr
+    assert env.tree("azure", f"{p}/dst") == TREE
+
+
+def test_move_deletes_each_source_after_its_verified_copy(env):
+    p = env.prefix
+    seed(env, "local", f"{p}/src")
+    result = env.transfer("move", f"--source=local:{p}/src", f"--target=awss3:{p}/moved", "-r", "--output=json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["copy"] is False
+    assert env.tree("awss3", f"{p}/moved") == TREE
+    assert env.tree("local", f"{p}/src") == {}
+
+
+def test_move_keeps_every_source_whose_copy_failed(env):
+    """A key that cannot be stored under a local root fails; its source stays and nothing escapes."""
+    p = env.prefix
+    seed(env, "awss3", f"{p}/src", {"good.txt": b"good", "bad/../../../escape.txt": b"evil"})
+    result = env.transfer("move", f"--source=awss3:{p}/src", f"--target=local:{p}/dst", "-r", "--output=json")
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("ERROR:")
+    record = json.loads(result.stdout)
+    assert record["state"] == "failed" and record["objects_done"] == 1 and record["objects_failed"] == 1
+    assert env.tree("local", f"{p}/dst") == {"good.txt": b"good"}
+    assert env.tree("awss3", f"{p}/src") == {"bad/../../../escape.txt": b"evil"}
+    assert not any(env.local.parent.rglob("escape.txt"))
+
+
+def test_move_into_a_missing_bucket_keeps_the_source(env):
+    p = env.prefix
+    env.add_storage("nobucket", "awss3", bucket="no-such-bucket")
+    seed(env, "local", f"{p}/src", {"keep.txt": b"keep me"})
+    result = env.transfer("move", f"--source=local:{p}/src", "--target=nobucket:dst", "-r")
+    assert result.returncode == 1
+    assert "bucket 'no-such-bucket' of storage 'nobucket' does not exist" in result.stderr
+    assert env.tree("local", f"{p}/src") == {"keep.txt": b"keep me"}
