@@ -15,6 +15,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "deploy"))
 import emulators as emu  # noqa: E402
 
 CMS = str(Path(sys.executable).with_name("cms"))
+# Variables that would let a test lean on this machine's own settings instead of its config.
+ISOLATED = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
+            "AZURE_STORAGE_CONNECTION_STRING", "AZURE_STORAGE_KEY", "CMS_TRANSFER_DEBUG"}
 
 
 @pytest.fixture(scope="session")
@@ -36,9 +39,9 @@ class Env:
     storages: dict
 
     def environ(self, **extra) -> dict:
-        env = dict(os.environ, CLOUDMESH_CONFIG_DIR=str(self.config_dir), **extra)
-        env.pop("CMS_TRANSFER_DEBUG", None)
-        return env
+        env = {k: v for k, v in os.environ.items() if k not in ISOLATED}
+        path = os.pathsep.join([str(Path(CMS).parent), env.get("PATH", "")])
+        return dict(env, CLOUDMESH_CONFIG_DIR=str(self.config_dir), PATH=path, **extra)
 
     def kind(self, storage: str) -> str:
         return {"awss3": "awss3", "azure": "azureblob", "local": "local"}.get(storage, storage)

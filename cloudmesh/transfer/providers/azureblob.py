@@ -93,10 +93,11 @@ class AzureStorage(Storage):
             if e.error_code == "ContainerNotFound":
                 raise NotFound(f"container '{self.container_name}' of storage '{self.name}' does not exist") from None
             raise NotFound(f"{where} does not exist") from None
-        except ClientAuthenticationError as e:
-            raise ConfigError(f"storage '{self.name}' rejected its credentials ({e.error_code or 403})") from None
-        except HttpResponseError as e:
-            raise TransferError(f"Azure error on {where}: {e.error_code or e.status_code}") from None
+        except (ClientAuthenticationError, HttpResponseError) as e:
+            code = getattr(e.error_code, "value", e.error_code) or e.status_code
+            if isinstance(e, ClientAuthenticationError) or e.status_code == 403:
+                raise ConfigError(f"storage '{self.name}' rejected its credentials ({code})") from None
+            raise TransferError(f"Azure error on {where}: {code}") from None
         except AzureError as e:
             raise TransferError(f"cannot reach Azure for storage '{self.name}': {e.__class__.__name__}") from None
 

@@ -1,0 +1,35 @@
+# cloudmesh-transfer: `make demo` installs everything and runs a real transfer; `make test` runs the tests.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+AZURITE := deploy/node_modules/.bin/azurite-blob
+
+.PHONY: install test demo emulators stop clean
+
+install: $(BIN)/cms $(AZURITE)
+
+$(BIN)/cms: setup.py requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	$(BIN)/pip install --quiet -e . --config-settings editable_mode=compat
+	touch $@
+
+$(AZURITE): deploy/package.json
+	npm install --prefix deploy --no-audit --no-fund --loglevel=error
+	touch $@
+
+test: install
+	$(BIN)/python -m pytest -q tests
+
+demo: install
+	PATH="$(CURDIR)/$(BIN):$$PATH" bash deploy/demo.sh
+
+emulators: install
+	$(BIN)/python deploy/emulators.py start .demo
+
+stop:
+	$(BIN)/python deploy/emulators.py stop .demo
+
+clean:
+	rm -rf $(VENV) deploy/node_modules .demo
