@@ -93,3 +93,33 @@ def test_move_into_a_missing_bucket_keeps_the_source(env):
     assert result.returncode == 1
     assert "bucket 'no-such-bucket' of storage 'nobucket' does not exist" in result.stderr
     assert env.tree("local", f"{p}/src") == {"keep.txt": b"keep me"}
+
+
+def test_content_type_and_user_metadata_survive_s3_to_azure_and_back(env):
+    p = env.prefix
+    env.s3.put_object(Bucket="cmtransfer", Key=f"{p}/pic.png", Body=b"\x89PNG", ContentType="image/png",
+                      Metadata={"owner": "alice"})
+    assert env.transfer("copy", f"--source=awss3:{p}/pic.png", f"--target=azure:{p}/pic.png").returncode == 0
+    blob = env.azure.get_blob_client(f"{p}/pic.png").get_blob_properties()
+    assert blob.content_settings.content_type == "image/png" and blob.metadata == {"owner": "alice"}
+    assert env.transfer("copy", f"--source=azure:{p}/pic.png", f"--target=awss3:{p}/back.png").returncode == 0
+    head = env.s3.head_object(Bucket="cmtransfer", Key=f"{p}/back.png")
+    assert head["ContentType"] == "image/png" and head["Metadata"] == {"owner": "alice"}
+
+
+def test_two_cms_processes_at_once_keep_their_records_apart(env):
+    import subprocess
+    p = env.prefix
+    seed(env, "local", f"{p}/one")
+    seed(env, "awss3", f"{p}/two")
+    runs = [subprocess.Popen([*cmd], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env.environ())
+            for cmd in (["cms", "transfer", "copy", f"--source=local:{p}/one", f"--target=azure:{p}/one", "-r",
+                         "--id=first", "--chunksize=1MiB"],
+                        ["cms", "transfer", "copy", f"--source=awss3:{p}/two", f"--target=local:{p}/two", "-r",
+                         "--id=second", "--chunksize=1MiB"])]
+    assert [r.wait(timeout=120) for r in runs] == [0, 0]
+    assert env.tree("azure", f"{p}/one") == TREE and env.tree("local", f"{p}/two") == TREE
+    for transfer_id in ("first", "second"):
+        record = status(env, transfer_id)
+        assert record["state"] == "completed" and record["objects_done"] == len(TREE)
+    assert json.loads(env.transfer("statistic", "--output=json").stdout)["transfers"]["completed"] == 2
