@@ -70,18 +70,24 @@ def load_storages(path: Path | None = None) -> dict[str, StorageConfig]:
     """All storages of cloudmesh.yaml, by name."""
     path = path or config_dir() / "cloudmesh.yaml"
     data = read_yaml(path, "cloudmesh.yaml")
-    section = ((data or {}).get("cloudmesh") or {}).get("storage") if isinstance(data, dict) else None
+    top = data.get("cloudmesh") if isinstance(data, dict) else None
+    section = top.get("storage") if isinstance(top, dict) else None
     if not isinstance(section, dict) or not section:
         raise ConfigError(f"{path} has no 'cloudmesh.storage' section")
     storages = {}
     for name, entry in section.items():
         if not isinstance(entry, dict):
             raise ConfigError(f"storage '{name}' in cloudmesh.yaml is not a mapping")
-        kind = (entry.get("cm") or {}).get("kind")
+        cm = entry.get("cm")
+        kind = cm.get("kind") if isinstance(cm, dict) else None
         if not kind:
             raise ConfigError(f"storage '{name}' has no 'cm.kind' in cloudmesh.yaml")
-        settings = dict(entry.get("default") or {})
-        settings.update(entry.get("credentials") or {})
+        settings = {}
+        for part in ("default", "credentials"):
+            value = entry.get(part) or {}
+            if not isinstance(value, dict):
+                raise ConfigError(f"storage '{name}' has a '{part}' that is not a mapping in cloudmesh.yaml")
+            settings.update(value)
         storages[str(name)] = StorageConfig(str(name), str(kind), settings)
     return storages
 

@@ -63,7 +63,7 @@ def part_size(size: int, options: Options, target: Storage) -> int:
     """The part size for an object: the chunk size, raised to respect the target's limits."""
     needed = math.ceil(size / target.max_parts / MiB) * MiB if size else 0
     chosen = max(options.chunk_size, target.min_part_size, needed)
-    if chosen > target.max_part_size:
+    if chosen > target.max_part_size or size > target.max_object_size:
         raise TransferError(f"an object of {size} bytes is too large for storage '{target.name}'")
     return chosen
 

@@ -74,6 +74,7 @@ class S3Storage(Storage):
     min_part_size = 5 * MiB
     max_part_size = 5 * 1024 * MiB
     max_parts = 10_000
+    max_object_size = 5 * 1024**4
 
     def __init__(self, name: str, client, bucket: str, chunk_size: int):
         super().__init__(name)

@@ -57,6 +57,7 @@ class AzureStorage(Storage):
     min_part_size = 1
     max_part_size = 4000 * MiB
     max_parts = 50_000
+    max_object_size = 50_000 * 4000 * MiB
 
     def __init__(self, name: str, service: BlobServiceClient, container: str):
         super().__init__(name)
@@ -103,7 +104,7 @@ class AzureStorage(Storage):
 
     def check_key(self, key: str) -> None:
         super().check_key(key)
-        if key.endswith(("/", ".")) or "\\" in key:
+        if key.endswith(("/", ".")) or "\\" in key or any(p in (".", "..") for p in key.split("/")):
             raise UsageError(f"object name {key!r} cannot be stored as an Azure blob name")
 
     def info(self, blob) -> ObjectInfo:

@@ -65,6 +65,7 @@ class Storage(ABC):
     min_part_size: int = 1
     max_part_size: int = 2**62
     max_parts: int = 2**31
+    max_object_size: int = 2**62
     max_key_bytes: int = 1024
 
     def __init__(self, name: str):

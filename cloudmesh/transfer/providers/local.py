@@ -87,10 +87,14 @@ class LocalStorage(Storage):
             return self.root
         self.check_key(key)
         path = self.root / key
-        real = path.resolve()
-        if real != self.root and self.root not in real.parents:
+        if not self.inside(path):
             raise UsageError(f"object name {key!r} leads outside local storage '{self.name}'")
         return path
+
+    def inside(self, path: Path) -> bool:
+        """True when `path`, with every symlink followed, stays under the root."""
+        real = path.resolve()
+        return real == self.root or self.root in real.parents
 
     def info(self, key: str, path: Path) -> ObjectInfo:
         st = path.stat()
@@ -107,7 +111,7 @@ class LocalStorage(Storage):
                 if name.endswith(PARTIAL_SUFFIX):
                     continue
                 path = Path(folder) / name
-                if path.is_file():
+                if path.is_file() and self.inside(path):
                     yield self.info(path.relative_to(self.root).as_posix(), path)
 
     def is_folder(self, prefix: str) -> bool:

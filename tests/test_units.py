@@ -1,0 +1,432 @@
+"""Unit tests of the pure parts: locations, sizes, part sizing, config loading and masking, records."""
+import math
+import random
+from pathlib import Path
+
+import pytest
+from azure.storage.blob import BlobServiceClient
+
+from cloudmesh.transfer import location
+from cloudmesh.transfer.api import parse_bool, parse_size
+from cloudmesh.transfer.config import MASK, load_storages, masked
+from cloudmesh.transfer.engine import Options, part_size, parts
+from cloudmesh.transfer.errors import ConfigError, IdInUse, TransferError, UsageError
+from cloudmesh.transfer.location import Location
+from cloudmesh.transfer.providers.awss3 import S3Storage
+from cloudmesh.transfer.providers.azureblob import AzureStorage
+from cloudmesh.transfer.providers.local import LocalStorage
+from cloudmesh.transfer.records.sqlite import SQLiteRecords
+
+MiB = 1024 * 1024
+GiB = 1024 * MiB
+
+# Location.parse, join, normalize_path
+
+
+def test_parse_splits_storage_and_path():
+    assert Location.parse("awss3:data/file.txt") == Location("awss3", "data/file.txt", folder=False)
+
+
+def test_parse_marks_a_trailing_slash_as_a_folder():
+    assert Location.parse("azure:data/") == Location("azure", "data", folder=True)
+
+
+def test_parse_of_an_empty_path_is_the_root_folder():
+    assert Location.parse("local:") == Location("local", "", folder=True)
+
+
+def test_parse_normalizes_dots_and_repeated_slashes():
+    assert Location.parse("local:./a//b/./c").path == "a/b/c"
+
+
+def test_parse_keeps_only_the_first_colon_as_separator():
+    assert Location.parse("awss3:a:b") == Location("awss3", "a:b")
+
+
+@pytest.mark.parametrize("text", ["no-colon", "", None])
+def test_parse_without_a_colon_is_a_usage_error(text):
+    with pytest.raises(UsageError, match="STORAGE:PATH"):
+        Location.parse(text)
+
+
+def test_parse_without_a_storage_name_is_a_usage_error():
+    with pytest.raises(UsageError, match="no storage"):
+        Location.parse(":path")
+
+
+@pytest.mark.parametrize("text", ["s:..", "s:a/../b", "s:a/..", "s:a\\..\\b"])
+def test_parse_rejects_parent_references(text):
+    with pytest.raises(UsageError, match=r"\.\."):
+        Location.parse(text)
+
+
+def test_parse_accepts_names_that_merely_contain_two_dots():
+    assert Location.parse("s:a/..b/c..").path == "a/..b/c.."
+
+
+def test_parse_rejects_nul():
+    with pytest.raises(UsageError, match="NUL"):
+        Location.parse("s:a\x00b")
+
+
+def test_location_str_is_storage_colon_path():
+    assert str(Location.parse("awss3:x/y/")) == "awss3:x/y"
+
+
+def test_child_joins_a_relative_path():
+    assert Location.parse("s:base/").child("sub/f.txt") == Location("s", "base/sub/f.txt")
+
+
+def test_join_uses_single_slashes_and_skips_empty_parts():
+    assert location.join("a/", "/b/", "", "c") == "a/b/c"
+    assert location.join("", "x") == "x"
+    assert location.join("", "/") == ""
+
+
+def test_normalize_path_drops_empty_and_dot_parts_and_converts_backslashes():
+    assert location.normalize_path("/./a//b\\c/./") == "a/b/c"
+    assert location.normalize_path("") == ""
+
+
+def test_basename_is_the_last_component():
+    assert location.basename("a/b/c.txt") == "c.txt"
+    assert location.basename("a/b/") == "b"
+
+
+# parse_size and parse_bool
+
+
+@pytest.mark.parametrize("text,size", [
+    ("8MiB", 8 * MiB), ("5MB", 5 * MiB), ("1048576", 1048576), ("4k", 4096), ("4KiB", 4096),
+    ("2G", 2 * GiB), (" 16 mib ", 16 * MiB), ("1T", 1024 * GiB), (7, 7),
+])
+def test_parse_size_reads_binary_units(text, size):
+    assert parse_size(text) == size
+
+
+@pytest.mark.parametrize("text", ["", "MiB", "1.5MiB", "-1", "8XB", "8 MiB extra", "eight", None])
+def test_parse_size_rejects_what_is_not_a_size(text):
+    with pytest.raises(UsageError, match="not a size"):
+        parse_size(text)
+
+
+@pytest.mark.parametrize("value", [True, "true", "Yes", " ON ", "1", 1])
+def test_parse_bool_reads_true(value):
+    assert parse_bool(value, "--flag") is True
+
+
+@pytest.mark.parametrize("value", [False, "false", "NO", "off", "0", 0])
+def test_parse_bool_reads_false(value):
+    assert parse_bool(value, "--flag") is False
+
+
+@pytest.mark.parametrize("value", ["maybe", "", None, "2"])
+def test_parse_bool_rejects_anything_else_naming_the_option(value):
+    with pytest.raises(UsageError, match="--flag"):
+        parse_bool(value, "--flag")
+
+
+# engine.part_size
+
+
+@pytest.fixture
+def s3():
+    return S3Storage("s3", None, "bucket", 8 * MiB)
+
+
+@pytest.fixture
+def azure():
+    service = BlobServiceClient("http://127.0.0.1:9/devstoreaccount1", credential=None)  # never contacted
+    return AzureStorage("azure", service, "container")
+
+
+def test_part_size_is_the_chunk_size_when_it_fits(s3):
+    assert part_size(100 * MiB, Options(chunk_size=8 * MiB), s3) == 8 * MiB
+
+
+def test_part_size_respects_the_s3_minimum_of_5_mib(s3):
+    assert part_size(100 * MiB, Options(chunk_size=1 * MiB), s3) == 5 * MiB
+
+
+def test_part_size_grows_to_stay_within_10000_s3_parts(s3):
+    size = 100 * GiB
+    chosen = part_size(size, Options(chunk_size=8 * MiB), s3)
+    assert math.ceil(size / chosen) <= 10_000
+    assert chosen == 11 * MiB  # 100 GiB / 10,000 = 10.24 MiB, rounded up to whole MiB
+
+
+def test_part_size_uses_exactly_10000_parts_when_that_divides_evenly(s3):
+    assert part_size(10_000 * 16 * MiB, Options(chunk_size=8 * MiB), s3) == 16 * MiB
+
+
+def test_part_size_grows_to_stay_within_50000_azure_blocks(azure):
+    assert part_size(50_000 * 8 * MiB, Options(chunk_size=8 * MiB), azure) == 8 * MiB
+    chosen = part_size(50_000 * 8 * MiB + 1, Options(chunk_size=8 * MiB), azure)
+    assert chosen == 9 * MiB and math.ceil((50_000 * 8 * MiB + 1) / chosen) <= 50_000
+
+
+def test_part_size_has_no_minimum_on_azure(azure):
+    assert part_size(10 * MiB, Options(chunk_size=1 * MiB), azure) == 1 * MiB
+
+
+def test_part_size_of_an_empty_object_is_the_chunk_size(s3):
+    assert part_size(0, Options(chunk_size=8 * MiB), s3) == 8 * MiB
+
+
+def test_part_size_raises_when_an_object_is_too_large_for_s3(s3):
+    with pytest.raises(TransferError, match="too large for storage 's3'"):
+        part_size(10_000 * 5 * GiB + 1, Options(), s3)
+
+
+def test_part_size_accepts_s3s_largest_object_and_refuses_one_byte_more(s3):
+    assert part_size(5 * 1024 * GiB, Options(), s3) == 525 * MiB
+    with pytest.raises(TransferError, match="too large"):
+        part_size(5 * 1024 * GiB + 1, Options(), s3)
+
+
+def test_part_size_raises_when_an_object_is_too_large_for_azure(azure):
+    with pytest.raises(TransferError, match="too large"):
+        part_size(50_000 * 4000 * MiB + 1, Options(), azure)
+
+
+def test_part_size_for_local_disk_is_the_chunk_size(tmp_path):
+    assert part_size(10 * GiB, Options(chunk_size=8 * MiB), LocalStorage("l", tmp_path, 8 * MiB)) == 8 * MiB
+
+
+# engine.parts
+
+
+def test_parts_regroups_uneven_chunks_into_exact_sizes():
+    assert list(parts([b"abc", b"defgh", b"i", b"", b"jklmnop"], 4)) == [b"abcd", b"efgh", b"ijkl", b"mnop"]
+
+
+def test_parts_last_part_is_shorter():
+    assert list(parts([b"abcdefghij", b"klmnop"], 5)) == [b"abcde", b"fghij", b"klmno", b"p"]
+
+
+def test_parts_splits_a_chunk_larger_than_several_parts():
+    assert list(parts([b"x" * 10], 3)) == [b"xxx", b"xxx", b"xxx", b"x"]
+
+
+def test_parts_of_an_empty_stream_is_no_parts():
+    assert list(parts([], 4)) == []
+    assert list(parts([b"", b""], 4)) == []
+
+
+def test_parts_loses_no_data_and_only_the_last_part_is_short():
+    rng = random.Random(1234)
+    data = rng.randbytes(100_000)
+    cuts = sorted(rng.sample(range(1, len(data)), 300))
+    chunks = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)])]
+    result = list(parts(chunks, 4096))
+    assert b"".join(result) == data
+    assert all(len(p) == 4096 for p in result[:-1]) and 0 < len(result[-1]) <= 4096
+
+
+# config.masked
+
+
+def test_masked_hides_secret_fields_at_any_depth():
+    config = {"storage": {"s3": {"credentials": {"secret_access_key": "S", "access_key_id": "A",
+                                                 "bucket": "b", "region": "r"}},
+                          "az": {"credentials": {"account_key": "K", "connection_string": "C",
+                                                 "account_name": "n"}},
+                          "list": [{"sas_token": "T", "password": "P", "name": "x"}]}}
+    shown = masked(config)
+    s3, az = shown["storage"]["s3"]["credentials"], shown["storage"]["az"]["credentials"]
+    assert s3 == {"secret_access_key": MASK, "access_key_id": MASK, "bucket": "b", "region": "r"}
+    assert az == {"account_key": MASK, "connection_string": MASK, "account_name": "n"}
+    assert shown["storage"]["list"] == [{"sas_token": MASK, "password": MASK, "name": "x"}]
+
+
+def test_masked_keeps_endpoint_url_visible():
+    assert masked({"endpoint_url": "http://127.0.0.1:9000"}) == {"endpoint_url": "http://127.0.0.1:9000"}
+
+
+def test_masked_hides_other_urls_which_may_carry_tokens():
+    assert masked({"sas_url": "https://x/?sig=abc"}) == {"sas_url": MASK}
+
+
+def test_masked_leaves_empty_secrets_visibly_empty():
+    assert masked({"account_key": "", "secret": None}) == {"account_key": "", "secret": None}
+
+
+def test_masked_does_not_change_its_input():
+    config = {"credentials": {"account_key": "K"}}
+    masked(config)
+    assert config == {"credentials": {"account_key": "K"}}
+
+
+# config.load_storages
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "cloudmesh.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_load_storages_merges_default_and_credentials(tmp_path):
+    path = write(tmp_path, "cloudmesh:\n  storage:\n    s3:\n      cm: {kind: awss3}\n"
+                           "      default: {region: eu, bucket: old}\n      credentials: {bucket: new}\n")
+    s3 = load_storages(path)["s3"]
+    assert (s3.name, s3.kind, s3.settings) == ("s3", "awss3", {"region": "eu", "bucket": "new"})
+
+
+def test_load_storages_of_a_missing_file_names_it(tmp_path):
+    with pytest.raises(ConfigError, match="not found") as error:
+        load_storages(tmp_path / "absent.yaml")
+    assert "absent.yaml" in str(error.value)
+
+
+def test_load_storages_of_malformed_yaml_names_the_line(tmp_path):
+    path = write(tmp_path, "cloudmesh:\n  storage:\n    s3:\n      cm:\n        kind: awss3\n     bad: indent\n")
+    with pytest.raises(ConfigError, match="not valid YAML at line 6"):
+        load_storages(path)
+
+
+def test_load_storages_without_cm_kind_names_the_storage(tmp_path):
+    path = write(tmp_path, "cloudmesh:\n  storage:\n    mine:\n      credentials: {bucket: b}\n")
+    with pytest.raises(ConfigError, match="storage 'mine' has no 'cm.kind'"):
+        load_storages(path)
+
+
+@pytest.mark.parametrize("text", ["cloudmesh: {}\n", "cloudmesh:\n  storage: {}\n", "", "other: 1\n",
+                                  "- a list\n", "cloudmesh:\n  storage: [a, b]\n"])
+def test_load_storages_without_a_storage_section_says_so(tmp_path, text):
+    with pytest.raises(ConfigError, match="no 'cloudmesh.storage' section"):
+        load_storages(write(tmp_path, text))
+
+
+@pytest.mark.parametrize("text", ["cloudmesh: 5\n", "cloudmesh:\n  storage:\n    s3:\n      cm: awss3\n"])
+def test_load_storages_reports_a_section_of_the_wrong_shape_as_config_error(tmp_path, text):
+    """A scalar where a mapping belongs is a config problem, not an internal AttributeError."""
+    with pytest.raises(ConfigError):
+        load_storages(write(tmp_path, text))
+
+
+def test_load_storages_with_an_entry_that_is_not_a_mapping_names_it(tmp_path):
+    with pytest.raises(ConfigError, match="storage 'odd' in cloudmesh.yaml is not a mapping"):
+        load_storages(write(tmp_path, "cloudmesh:\n  storage:\n    odd: just text\n"))
+
+
+def test_require_names_the_missing_field_and_its_variable(tmp_path):
+    s3 = load_storages(write(tmp_path, "cloudmesh:\n  storage:\n    s3:\n      cm: {kind: awss3}\n"))["s3"]
+    with pytest.raises(ConfigError, match="storage 's3' has no 'bucket'"):
+        s3.require("bucket")
+    with pytest.raises(ConfigError, match=r"set CMTRANSFER_UNSET_VARIABLE"):
+        s3.require("access_key_id", "CMTRANSFER_UNSET_VARIABLE")
+
+
+# SQLiteRecords
+
+
+def transfer(tid: str, route: str = "local->awss3") -> dict:
+    return {"id": tid, "source": "local:src", "target": "awss3:dst", "route": route, "copy": True,
+            "recursive": True}
+
+
+def objects(*sizes: int) -> list[dict]:
+    return [{"path": f"f{i}", "source_key": f"src/f{i}", "target_key": f"dst/f{i}", "size": size}
+            for i, size in enumerate(sizes)]
+
+
+@pytest.fixture
+def records(tmp_path):
+    store = SQLiteRecords(tmp_path / "records" / "transfer.db")
+    yield store
+    store.close()
+
+
+def test_a_new_transfer_is_running_with_nothing_done(records):
+    records.create(transfer("t1"), objects(10, 20))
+    status = records.status("t1")
+    assert (status["state"], status["objects_total"], status["objects_done"], status["bytes_total"],
+            status["bytes_done"], status["finished"], status["errors"]) == ("running", 2, 0, 30, 0, None, [])
+
+
+def test_status_counts_and_errors_are_derived_from_the_objects(records):
+    records.create(transfer("t1"), objects(10, 20, 30))
+    records.update_object("t1", "f0", state="done", bytes_done=10, md5="aa", method="stream")
+    records.update_object("t1", "f1", state="failed", bytes_done=5, message="boom")
+    records.update_object("t1", "f2", state="running", bytes_done=7)
+    records.finish("t1", "failed", "1 object failed")
+    status = records.status("t1")
+    assert status["state"] == "failed" and status["message"] == "1 object failed"
+    assert (status["objects_total"], status["objects_done"], status["objects_failed"]) == (3, 1, 1)
+    assert (status["bytes_total"], status["bytes_done"]) == (60, 22)
+    assert status["errors"] == [{"path": "f1", "message": "boom"}]
+    assert status["finished"] is not None and status["seconds"] >= 0
+    assert status["copy"] is True and status["recursive"] is True
+
+
+def test_objects_are_kept_in_plan_order_with_their_fields(records):
+    records.create(transfer("t1"), objects(3, 1, 2))
+    records.update_object("t1", "f1", state="done", md5="m")
+    rows = records.objects("t1")
+    assert [r["path"] for r in rows] == ["f0", "f1", "f2"]
+    assert (rows[1]["state"], rows[1]["md5"], rows[0]["state"]) == ("done", "m", "pending")
+
+
+def test_status_of_an_unknown_id_is_none(records):
+    assert records.status("never") is None
+
+
+def test_creating_an_existing_id_raises_id_in_use_and_keeps_the_first(records):
+    records.create(transfer("t1"), objects(10))
+    with pytest.raises(IdInUse, match="'t1' is already used"):
+        records.create(transfer("t1"), objects(1, 2, 3))
+    assert records.status("t1")["objects_total"] == 1
+
+
+def test_update_object_rejects_unknown_fields(records):
+    records.create(transfer("t1"), objects(10))
+    with pytest.raises(ValueError):
+        records.update_object("t1", "f0", size=99)
+
+
+def test_transfers_filters_by_state(records):
+    records.create(transfer("a"), objects(1))
+    records.create(transfer("b"), objects(1))
+    records.finish("a", "completed")
+    assert [t["id"] for t in records.transfers("completed")] == ["a"]
+    assert [t["id"] for t in records.transfers("running")] == ["b"]
+    assert {t["id"] for t in records.transfers()} == {"a", "b"}
+
+
+def test_statistic_totals_by_state_and_by_route(records):
+    records.create(transfer("a", "local->awss3"), objects(10, 20))
+    records.update_object("a", "f0", state="done", bytes_done=10)
+    records.update_object("a", "f1", state="done", bytes_done=20)
+    records.finish("a", "completed")
+    records.create(transfer("b", "awss3->azureblob"), objects(5, 7))
+    records.update_object("b", "f0", state="done", bytes_done=5)
+    records.update_object("b", "f1", state="failed", bytes_done=3, message="x")
+    records.finish("b", "failed")
+    records.create(transfer("c", "local->awss3"), objects(100))
+    stats = records.statistic()
+    assert stats["transfers"] == {"running": 1, "completed": 1, "failed": 1}
+    assert stats["by_route"] == {"awss3->azureblob": {"transfers": 1, "bytes": 5, "objects": 1},
+                                 "local->awss3": {"transfers": 2, "bytes": 30, "objects": 2}}
+    assert (stats["bytes_total"], stats["objects_total"]) == (35, 3)
+    assert stats["seconds_total"] >= 0
+
+
+def test_statistic_of_an_empty_store_is_all_zero(records):
+    stats = records.statistic()
+    assert stats["transfers"] == {"running": 0, "completed": 0, "failed": 0}
+    assert (stats["bytes_total"], stats["objects_total"], stats["by_route"]) == (0, 0, {})
+    assert stats["throughput_bytes_per_second"] == 0
+
+
+def test_records_are_shared_by_two_handles_on_one_file(tmp_path):
+    first, second = SQLiteRecords(tmp_path / "t.db"), SQLiteRecords(tmp_path / "t.db")
+    try:
+        first.create(transfer("t1"), objects(4))
+        second.update_object("t1", "f0", state="done", bytes_done=4)
+        assert first.status("t1")["objects_done"] == 1
+        with pytest.raises(IdInUse):
+            second.create(transfer("t1"), objects(4))
+    finally:
+        first.close()
+        second.close()
