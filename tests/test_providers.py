@@ -35,10 +35,10 @@ def put(storage, key: str, data: bytes, **source) -> None:
     storage.put(key, data, shaped(data, **source), hashlib.md5(data).digest())
 
 
-def read(storage, key: str) -> bytes:
-    reader = storage.open(key)
+def read(storage, key: str, offset: int = 0, length: int | None = None) -> bytes:
+    reader = storage.open(key, offset, length)
     try:
-        return b"".join(reader.chunks())
+        return b"".join(iter(lambda: reader.read(CHUNK), b""))
     finally:
         reader.close()
 
@@ -72,16 +72,31 @@ def test_empty_object_round_trips(storage, env):
     assert read(storage, f"{env.prefix}/empty.dat") == b""
 
 
-def test_open_streams_the_bytes_in_chunks_no_larger_than_the_chunk_size(storage, env):
+def test_open_streams_the_bytes_in_reads_no_larger_than_asked(storage, env):
     data = os.urandom(3 * CHUNK + 123)
     put(storage, f"{env.prefix}/big.bin", data)
     reader = storage.open(f"{env.prefix}/big.bin")
     try:
-        chunks = list(reader.chunks())
+        chunks = list(iter(lambda: reader.read(CHUNK), b""))
     finally:
         reader.close()
     assert b"".join(chunks) == data
     assert len(chunks) > 1 and max(map(len, chunks)) <= CHUNK
+
+
+def test_open_reads_a_byte_range(storage, env):
+    data = os.urandom(2 * CHUNK)
+    put(storage, f"{env.prefix}/ranged.bin", data)
+    assert read(storage, f"{env.prefix}/ranged.bin", 100, 5000) == data[100:5100]
+    assert read(storage, f"{env.prefix}/ranged.bin", CHUNK) == data[CHUNK:]
+
+
+def test_open_reports_the_md5_the_source_claims_for_a_whole_object(storage, env):
+    data = b"claimed" * 100
+    put(storage, f"{env.prefix}/claim.txt", data)
+    reader = storage.open(f"{env.prefix}/claim.txt")
+    reader.close()
+    assert reader.md5 == (None if storage.kind == "local" else hashlib.md5(data).hexdigest())
 
 
 def test_open_keeps_content_type_and_metadata_where_the_kind_stores_them(storage, env):
@@ -205,8 +220,8 @@ def test_multipart_upload_assembles_parts_in_order_even_when_sent_out_of_order(s
     first, last = two_parts(storage)
     data = first + last
     upload = storage.begin(key, shaped(data, content_type="application/x-cmtest", metadata={"origin": "parts"}))
-    upload.put_part(2, len(first), last)
-    upload.put_part(1, 0, first)
+    upload.put_part(2, len(first), last, hashlib.md5(last).digest())
+    upload.put_part(1, 0, first, hashlib.md5(first).digest())
     upload.complete(hashlib.md5(data).digest())
     assert read(storage, key) == data
     info = storage.stat(key)
@@ -219,8 +234,8 @@ def test_multipart_upload_keeps_content_type_and_metadata_where_the_kind_stores_
     key = f"{env.prefix}/parts.json"
     first, last = two_parts(storage)
     upload = storage.begin(key, shaped(first + last, content_type="application/x-cmtest", metadata={"origin": "p"}))
-    upload.put_part(1, 0, first)
-    upload.put_part(2, len(first), last)
+    upload.put_part(1, 0, first, hashlib.md5(first).digest())
+    upload.put_part(2, len(first), last, hashlib.md5(last).digest())
     upload.complete(hashlib.md5(first + last).digest())
     info = storage.stat(key)
     if storage.kind == "local":
@@ -234,8 +249,8 @@ def test_an_upload_not_yet_completed_is_invisible(storage, env):
     first, last = two_parts(storage)
     upload = storage.begin(key, shaped(first + last))
     try:
-        upload.put_part(1, 0, first)
-        upload.put_part(2, len(first), last)
+        upload.put_part(1, 0, first, hashlib.md5(first).digest())
+        upload.put_part(2, len(first), last, hashlib.md5(last).digest())
         assert storage.stat(key) is None
         assert list(storage.list(f"{env.prefix}/pending")) == []
         assert key not in keys(storage, "")
@@ -247,8 +262,8 @@ def test_an_aborted_upload_leaves_nothing_at_the_key(storage, env):
     key = f"{env.prefix}/aborted/obj.bin"
     first, last = two_parts(storage)
     upload = storage.begin(key, shaped(first + last))
-    upload.put_part(1, 0, first)
-    upload.put_part(2, len(first), last)
+    upload.put_part(1, 0, first, hashlib.md5(first).digest())
+    upload.put_part(2, len(first), last, hashlib.md5(last).digest())
     upload.abort()
     assert storage.stat(key) is None
     assert list(storage.list(f"{env.prefix}/aborted")) == []
@@ -261,7 +276,7 @@ def test_an_aborted_upload_keeps_the_previous_object(storage, env):
     put(storage, key, b"original")
     first, last = two_parts(storage)
     upload = storage.begin(key, shaped(first + last))
-    upload.put_part(1, 0, first)
+    upload.put_part(1, 0, first, hashlib.md5(first).digest())
     upload.abort()
     assert read(storage, key) == b"original"
 
@@ -269,7 +284,7 @@ def test_an_aborted_upload_keeps_the_previous_object(storage, env):
 def test_s3_abort_discards_the_uploaded_parts(env):
     storage, key = build(env, "awss3"), f"{env.prefix}/discard.bin"
     upload = storage.begin(key, shaped(b"abc"))
-    upload.put_part(1, 0, b"abc")
+    upload.put_part(1, 0, b"abc", hashlib.md5(b"abc").digest())
 
     def pending():
         return env.s3.list_multipart_uploads(Bucket=storage.bucket, Prefix=key).get("Uploads", [])
@@ -282,7 +297,7 @@ def test_s3_abort_discards_the_uploaded_parts(env):
 def test_local_aborted_upload_leaves_no_partial_file(env):
     storage = build(env, "local")
     upload = storage.begin(f"{env.prefix}/obj.bin", shaped(b"abc"))
-    upload.put_part(1, 0, b"abc")
+    upload.put_part(1, 0, b"abc", hashlib.md5(b"abc").digest())
     upload.abort()
     assert [p for p in (env.local / env.prefix).rglob("*") if p.is_file()] == []
 

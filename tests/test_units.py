@@ -9,7 +9,8 @@ from azure.storage.blob import BlobServiceClient
 from cloudmesh.transfer import location
 from cloudmesh.transfer.api import parse_bool, parse_size
 from cloudmesh.transfer.config import MASK, load_storages, masked
-from cloudmesh.transfer.engine import Options, part_size, parts
+from cloudmesh.transfer.engine import Options, part_size, read_exact
+from cloudmesh.transfer.providers import Reader
 from cloudmesh.transfer.errors import ConfigError, IdInUse, TransferError, UsageError
 from cloudmesh.transfer.location import Location
 from cloudmesh.transfer.providers.awss3 import S3Storage
@@ -131,7 +132,7 @@ def test_parse_bool_rejects_anything_else_naming_the_option(value):
 
 @pytest.fixture
 def s3():
-    return S3Storage("s3", None, "bucket", 8 * MiB)
+    return S3Storage("s3", None, "bucket")
 
 
 @pytest.fixture
@@ -190,37 +191,47 @@ def test_part_size_raises_when_an_object_is_too_large_for_azure(azure):
 
 
 def test_part_size_for_local_disk_is_the_chunk_size(tmp_path):
-    assert part_size(10 * GiB, Options(chunk_size=8 * MiB), LocalStorage("l", tmp_path, 8 * MiB)) == 8 * MiB
+    assert part_size(10 * GiB, Options(chunk_size=8 * MiB), LocalStorage("l", tmp_path)) == 8 * MiB
 
 
-# engine.parts
+# engine.read_exact
 
 
-def test_parts_regroups_uneven_chunks_into_exact_sizes():
-    assert list(parts([b"abc", b"defgh", b"i", b"", b"jklmnop"], 4)) == [b"abcd", b"efgh", b"ijkl", b"mnop"]
+class ChunkedReader(Reader):
+    """A reader that returns its data in the given uneven chunks, never more than asked for."""
+
+    def __init__(self, chunks):
+        self.chunks = [c for c in chunks if c]
+
+    def read(self, size: int) -> bytes:
+        if not self.chunks:
+            return b""
+        head = self.chunks[0][:size]
+        self.chunks[0] = self.chunks[0][size:]
+        if not self.chunks[0]:
+            self.chunks.pop(0)
+        return head
 
 
-def test_parts_last_part_is_shorter():
-    assert list(parts([b"abcdefghij", b"klmnop"], 5)) == [b"abcde", b"fghij", b"klmno", b"p"]
+def test_read_exact_joins_short_reads_into_the_size_asked_for():
+    reader = ChunkedReader([b"abc", b"defgh", b"i", b"jklmnop"])
+    assert [read_exact(reader, 4) for _ in range(5)] == [b"abcd", b"efgh", b"ijkl", b"mnop", b""]
 
 
-def test_parts_splits_a_chunk_larger_than_several_parts():
-    assert list(parts([b"x" * 10], 3)) == [b"xxx", b"xxx", b"xxx", b"x"]
-
-
-def test_parts_of_an_empty_stream_is_no_parts():
-    assert list(parts([], 4)) == []
-    assert list(parts([b"", b""], 4)) == []
-
-
-def test_parts_loses_no_data_and_only_the_last_part_is_short():
+def test_read_exact_is_short_only_at_the_end_and_loses_no_data():
     rng = random.Random(1234)
     data = rng.randbytes(100_000)
     cuts = sorted(rng.sample(range(1, len(data)), 300))
-    chunks = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)])]
-    result = list(parts(chunks, 4096))
-    assert b"".join(result) == data
-    assert all(len(p) == 4096 for p in result[:-1]) and 0 < len(result[-1]) <= 4096
+    reader = ChunkedReader(data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)]))
+    parts = []
+    while part := read_exact(reader, 4096):
+        parts.append(part)
+    assert b"".join(parts) == data
+    assert all(len(p) == 4096 for p in parts[:-1]) and 0 < len(parts[-1]) <= 4096
+
+
+def test_read_exact_at_the_end_is_empty():
+    assert read_exact(ChunkedReader([]), 4) == b""
 
 
 # config.masked

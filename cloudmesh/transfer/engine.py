@@ -7,19 +7,16 @@ the source).
 """
 import hashlib
 import math
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import Iterable, Iterator
+from typing import Callable
 
 from cloudmesh.transfer import location
-from cloudmesh.transfer.errors import NotFound, TransferError, UsageError
+from cloudmesh.transfer.errors import IntegrityError, NotFound, TransferError, UsageError
 from cloudmesh.transfer.location import Location
-from cloudmesh.transfer.providers import MiB, ObjectInfo, Storage
+from cloudmesh.transfer.providers import MiB, ObjectInfo, Reader, Storage
 from cloudmesh.transfer.records import Records
-
-
-class IntegrityError(TransferError):
-    """The bytes at the target are not the bytes of the source."""
 
 
 @dataclass
@@ -68,30 +65,52 @@ def part_size(size: int, options: Options, target: Storage) -> int:
     return chosen
 
 
-def parts(chunks: Iterable[bytes], size: int) -> Iterator[bytes]:
-    """Regroup a stream of chunks into parts of exactly `size` bytes (the last may be shorter)."""
-    buffer = bytearray()
-    for chunk in chunks:
-        buffer += chunk
-        while len(buffer) >= size:
-            yield bytes(buffer[:size])
-            del buffer[:size]
-    if buffer:
-        yield bytes(buffer)
+class Counter:
+    """Bytes of one object uploaded so far, added to by several part threads."""
+
+    def __init__(self, path: str):
+        self.path, self.total, self.lock = path, 0, threading.Lock()
+
+    def add(self, nbytes: int) -> int:
+        with self.lock:
+            self.total += nbytes
+            return self.total
+
+
+def read_exact(reader: Reader, size: int) -> bytes:
+    """Up to `size` bytes from a reader, fewer only at the end of the object."""
+    first = reader.read(size)
+    if len(first) == size or not first:
+        return first
+    buffer = bytearray(first)
+    while len(buffer) < size:
+        more = reader.read(size - len(buffer))
+        if not more:
+            break
+        buffer += more
+    return bytes(buffer)
 
 
 class Engine:
-    """Copies planned items from one storage to another and records each object's outcome."""
+    """Copies planned items from one storage to another and records each object's outcome.
 
-    def __init__(self, source: Storage, target: Storage, records: Records, options: Options):
+    Objects run `parallel` at a time; the parts of large objects are uploaded by a second pool,
+    and a semaphore of `parallel` slots bounds the parts held in memory across the transfer.
+    """
+
+    def __init__(self, source: Storage, target: Storage, records: Records, options: Options,
+                 progress: Callable[[int, int], None] = lambda nbytes, nobjects: None):
         self.source, self.target, self.records, self.options = source, target, records, options
+        self.progress = progress
+        self.slots = threading.BoundedSemaphore(options.parallel)
 
     def run(self, transfer_id: str, items: list[Item], move: bool) -> str:
         """Transfer every item; the transfer ends `completed` only if every object did."""
         self.transfer_id = transfer_id
         try:
-            with ThreadPoolExecutor(max_workers=self.options.parallel) as pool:
-                outcomes = list(pool.map(lambda item: self.transfer(item, move), items))
+            with ThreadPoolExecutor(self.options.parallel, thread_name_prefix="part") as self.part_pool, \
+                    ThreadPoolExecutor(self.options.parallel, thread_name_prefix="object") as objects:
+                outcomes = list(objects.map(lambda item: self.transfer(item, move), items))
         except BaseException:
             self.records.finish(transfer_id, "failed", "interrupted")
             raise
@@ -103,7 +122,7 @@ class Engine:
         """Copy (and for a move, then delete) one object; record the outcome, never raise."""
         self.records.update_object(self.transfer_id, item.path, state="running")
         try:
-            md5 = self.copy(item)
+            md5, method = self.copy(item)
         except (TransferError, OSError) as e:
             self.records.update_object(self.transfer_id, item.path, state="failed", message=one_line(e))
             return False
@@ -118,69 +137,87 @@ class Engine:
             except (TransferError, OSError) as e:
                 message = f"copied and verified, but the source was not deleted: {one_line(e)}"
         self.records.update_object(self.transfer_id, item.path, state="failed" if message else "done",
-                                   md5=md5, method="stream", message=message, bytes_done=item.source.size)
+                                   md5=md5, method=method, message=message, bytes_done=item.source.size)
+        self.progress(0, 1)
         return message is None
 
-    def copy(self, item: Item) -> str:
-        """Stream one object to the target and verify it; returns the MD5 (hex) of its bytes."""
+    def copy(self, item: Item) -> tuple[str, str]:
+        """Stream one object to the target, verified; returns its MD5 (hex) and how it went."""
         self.target.check_key(item.target_key)
         size = item.source.size
         psize = part_size(size, self.options, self.target)
-        digest = hashlib.md5()
         reader = self.source.open(item.source.key)
         try:
             shaped = ObjectInfo(key=item.source.key, size=size, mtime=item.source.mtime,
+                                md5=item.source.md5 or reader.md5,
                                 content_type=reader.content_type or item.source.content_type,
                                 metadata=dict(reader.metadata or item.source.metadata))
             if size <= psize:
-                data = b"".join(reader.chunks())
-                digest.update(data)
-                self.check_length(item, len(data))
-                self.target.put(item.target_key, data, shaped, digest.digest())
+                with self.slots:
+                    data = read_exact(reader, size + 1)
+                    self.check_length(item, len(data))
+                    digest = hashlib.md5(data)
+                    self.target.put(item.target_key, data, shaped, digest.digest())
+                self.progress(size, 0)
             else:
-                self.upload(item, reader.chunks(), psize, shaped, digest)
+                digest = self.upload(item, reader, psize, shaped)
         finally:
             reader.close()
         md5 = digest.hexdigest()
-        self.verify(item, md5)
-        return md5
+        if shaped.md5 and shaped.md5 != md5:
+            self.discard(item)
+            raise IntegrityError(f"the bytes read of '{item.path}' do not match the source's MD5")
+        return md5, "stream"
 
-    def upload(self, item: Item, chunks: Iterable[bytes], psize: int, shaped: ObjectInfo, digest) -> None:
+    def upload(self, item: Item, reader: Reader, psize: int, shaped: ObjectInfo):
+        """Read parts in order, hashing the whole object; upload them in parallel, each with its
+        MD5. A slot is taken before a part is read and given back once it is uploaded."""
         upload = self.target.begin(item.target_key, shaped)
+        digest, pending, offset, sent = hashlib.md5(), [], 0, Counter(item.path)
         try:
-            offset = 0
-            for number, part in enumerate(parts(chunks, psize), start=1):
-                digest.update(part)
-                upload.put_part(number, offset, part)
-                offset += len(part)
-                self.records.update_object(self.transfer_id, item.path, bytes_done=offset)
-            self.check_length(item, offset)
+            while offset < item.source.size:
+                self.slots.acquire()
+                try:
+                    data = read_exact(reader, min(psize, item.source.size - offset))
+                except BaseException:
+                    self.slots.release()
+                    raise
+                if not data:
+                    self.slots.release()
+                    break
+                digest.update(data)
+                pending.append(self.part_pool.submit(self.put_part, upload, len(pending) + 1, offset, data, sent))
+                offset += len(data)
+            self.check_length(item, offset + len(reader.read(1)))
+            for future in pending:
+                future.result()
             upload.complete(digest.digest())
         except BaseException:
+            for future in pending:
+                future.cancel()
+            wait(pending)
             upload.abort()
             raise
+        return digest
+
+    def put_part(self, upload, number: int, offset: int, data: bytes, sent: "Counter") -> None:
+        try:
+            upload.put_part(number, offset, data, hashlib.md5(data).digest())
+        finally:
+            self.slots.release()
+        self.records.update_object(self.transfer_id, sent.path, bytes_done=sent.add(len(data)))
+        self.progress(len(data), 0)
 
     def check_length(self, item: Item, length: int) -> None:
         if length != item.source.size:
             raise IntegrityError(f"read {length} bytes of '{item.path}' but the source has {item.source.size}")
 
-    def verify(self, item: Item, md5: str) -> None:
-        """Compare the streamed MD5 with the source's, and the target's size and MD5 with ours."""
-        problem = None
-        if item.source.md5 and item.source.md5 != md5:
-            problem = f"checksum of '{item.path}' differs from the source's MD5"
-        else:
-            landed = self.target.stat(item.target_key)
-            if landed is None or landed.size != item.source.size:
-                problem = f"'{item.path}' has the wrong size at the target"
-            elif landed.md5 and landed.md5 != md5:
-                problem = f"checksum of '{item.path}' at the target differs from the bytes sent"
-        if problem:
-            try:
-                self.target.delete(item.target_key)
-            except (TransferError, OSError):
-                pass
-            raise IntegrityError(problem)
+    def discard(self, item: Item) -> None:
+        """Remove an object that was written but failed verification."""
+        try:
+            self.target.delete(item.target_key)
+        except (TransferError, OSError):
+            pass
 
 
 def one_line(error: BaseException) -> str:

@@ -23,3 +23,7 @@ class IdInUse(UsageError):
 
 class NotFound(TransferError):
     """A source object, folder, bucket or container does not exist."""
+
+
+class IntegrityError(TransferError):
+    """The bytes at the target are not the bytes of the source."""

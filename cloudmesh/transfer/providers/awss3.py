@@ -13,11 +13,14 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from cloudmesh.transfer.config import StorageConfig
-from cloudmesh.transfer.errors import ConfigError, NotFound, TransferError
+from cloudmesh.transfer.errors import ConfigError, IntegrityError, NotFound, TransferError
 from cloudmesh.transfer.providers.base import MiB, ObjectInfo, Reader, Storage, Upload
 
 CREDENTIAL_ERRORS = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403",
                      "InvalidToken", "ExpiredToken"}
+
+
+MD5_METADATA = "md5"
 
 
 def md5_of(etag: str | None) -> str | None:
@@ -26,47 +29,59 @@ def md5_of(etag: str | None) -> str | None:
     return etag if len(etag) == 32 and "-" not in etag else None
 
 
-class S3Reader(Reader):
-    def __init__(self, response: dict, chunk_size: int):
-        self.body = response["Body"]
-        self.chunk_size = chunk_size
-        self.content_type = response.get("ContentType")
-        self.metadata = response.get("Metadata") or {}
+def user_metadata(metadata: dict) -> dict:
+    """The user's metadata, without the whole-object MD5 this provider keeps there."""
+    return {k: v for k, v in metadata.items() if k != MD5_METADATA}
 
-    def chunks(self) -> Iterator[bytes]:
-        return self.body.iter_chunks(self.chunk_size)
+
+class S3Reader(Reader):
+    def __init__(self, response: dict, whole: bool):
+        self.body = response["Body"]
+        self.content_type = response.get("ContentType")
+        metadata = response.get("Metadata") or {}
+        self.metadata = user_metadata(metadata)
+        if whole:
+            self.md5 = md5_of(response.get("ETag")) or metadata.get(MD5_METADATA)
+
+    def read(self, size: int) -> bytes:
+        return self.body.read(size)
 
     def close(self) -> None:
         self.body.close()
 
 
 class S3Upload(Upload):
+    """A multipart upload. Each part's ETag must be the MD5 we sent, and the completed object's
+    ETag must be the MD5 of those MD5s, so S3 confirms every byte it stored."""
+
     def __init__(self, storage: "S3Storage", key: str, upload_id: str):
         self.storage, self.key, self.upload_id = storage, key, upload_id
-        self.etags: dict[int, str] = {}
+        self.parts: dict[int, bytes] = {}
 
-    def put_part(self, number: int, offset: int, data: bytes) -> None:
+    def put_part(self, number: int, offset: int, data: bytes, md5: bytes) -> None:
         with self.storage.errors(self.key):
             response = self.storage.client.upload_part(
                 Bucket=self.storage.bucket, Key=self.key, UploadId=self.upload_id,
-                PartNumber=number, Body=data, ContentMD5=b64md5(data))
-        self.etags[number] = response["ETag"]
+                PartNumber=number, Body=data, ContentMD5=base64.b64encode(md5).decode())
+        if md5_of(response["ETag"]) != md5.hex():
+            raise IntegrityError(f"S3 stored other bytes for part {number} of '{self.storage.name}:{self.key}'")
+        self.parts[number] = md5
 
     def complete(self, md5: bytes) -> None:
-        parts = [{"PartNumber": n, "ETag": self.etags[n]} for n in sorted(self.etags)]
+        numbers = sorted(self.parts)
+        parts = [{"PartNumber": n, "ETag": f'"{self.parts[n].hex()}"'} for n in numbers]
         with self.storage.errors(self.key):
-            self.storage.client.complete_multipart_upload(
+            response = self.storage.client.complete_multipart_upload(
                 Bucket=self.storage.bucket, Key=self.key, UploadId=self.upload_id,
                 MultipartUpload={"Parts": parts})
+        expected = f"{hashlib.md5(b''.join(self.parts[n] for n in numbers)).hexdigest()}-{len(numbers)}"
+        if response.get("ETag", "").strip('"') != expected:
+            raise IntegrityError(f"S3 assembled '{self.storage.name}:{self.key}' from other parts than were sent")
 
     def abort(self) -> None:
         with contextlib.suppress(ClientError, BotoCoreError):
             self.storage.client.abort_multipart_upload(
                 Bucket=self.storage.bucket, Key=self.key, UploadId=self.upload_id)
-
-
-def b64md5(data: bytes) -> str:
-    return base64.b64encode(hashlib.md5(data).digest()).decode()
 
 
 class S3Storage(Storage):
@@ -76,11 +91,10 @@ class S3Storage(Storage):
     max_parts = 10_000
     max_object_size = 5 * 1024**4
 
-    def __init__(self, name: str, client, bucket: str, chunk_size: int):
+    def __init__(self, name: str, client, bucket: str):
         super().__init__(name)
         self.client = client
         self.bucket = bucket
-        self.chunk_size = chunk_size
 
     @classmethod
     def from_config(cls, config: StorageConfig, chunk_size: int = 8 * MiB) -> "S3Storage":
@@ -94,9 +108,11 @@ class S3Storage(Storage):
             config=Config(s3={"addressing_style": "path" if endpoint else "auto"},
                           max_pool_connections=64,
                           retries={"max_attempts": 3, "mode": "standard"},
-                          connect_timeout=10, read_timeout=60),
+                          connect_timeout=10, read_timeout=60,
+                          request_checksum_calculation="when_required",
+                          response_checksum_validation="when_required"),
         )
-        return cls(config.name, client, config.require("bucket"), chunk_size)
+        return cls(config.name, client, config.require("bucket"))
 
     @contextlib.contextmanager
     def errors(self, key: str = ""):
@@ -117,10 +133,11 @@ class S3Storage(Storage):
             raise TransferError(f"cannot reach S3 for storage '{self.name}': {e.__class__.__name__}") from None
 
     def info(self, key: str, entry: dict) -> ObjectInfo:
-        etag = entry.get("ETag")
+        etag, metadata = entry.get("ETag"), entry.get("Metadata") or {}
         return ObjectInfo(key=key, size=entry.get("Size", entry.get("ContentLength", 0)),
-                          mtime=entry["LastModified"].timestamp(), etag=etag, md5=md5_of(etag),
-                          content_type=entry.get("ContentType"), metadata=entry.get("Metadata") or {})
+                          mtime=entry["LastModified"].timestamp(), etag=etag,
+                          md5=md5_of(etag) or metadata.get(MD5_METADATA),
+                          content_type=entry.get("ContentType"), metadata=user_metadata(metadata))
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         start = f"{prefix}/" if prefix else ""
@@ -144,18 +161,25 @@ class S3Storage(Storage):
         with self.errors():
             self.client.head_bucket(Bucket=self.bucket)
 
-    def open(self, key: str) -> Reader:
+    def open(self, key: str, offset: int = 0, length: int | None = None) -> Reader:
+        ranged = {"Range": f"bytes={offset}-{'' if length is None else offset + length - 1}"} \
+            if offset or length is not None else {}
         with self.errors(key):
-            return S3Reader(self.client.get_object(Bucket=self.bucket, Key=key), self.chunk_size)
+            return S3Reader(self.client.get_object(Bucket=self.bucket, Key=key, **ranged), whole=not ranged)
 
     def put(self, key: str, data: bytes, source: ObjectInfo, md5: bytes) -> None:
         with self.errors(key):
-            self.client.put_object(Bucket=self.bucket, Key=key, Body=data,
-                                   ContentMD5=base64.b64encode(md5).decode(), **self.headers(source))
+            response = self.client.put_object(Bucket=self.bucket, Key=key, Body=data,
+                                              ContentMD5=base64.b64encode(md5).decode(), **self.headers(source))
+        if md5_of(response.get("ETag")) != md5.hex():
+            raise IntegrityError(f"S3 stored other bytes for '{self.name}:{key}' than were sent")
 
     def begin(self, key: str, source: ObjectInfo) -> Upload:
+        headers = self.headers(source)
+        if source.md5:
+            headers["Metadata"][MD5_METADATA] = source.md5
         with self.errors(key):
-            response = self.client.create_multipart_upload(Bucket=self.bucket, Key=key, **self.headers(source))
+            response = self.client.create_multipart_upload(Bucket=self.bucket, Key=key, **headers)
         return S3Upload(self, key, response["UploadId"])
 
     @staticmethod

@@ -14,37 +14,49 @@ from azure.core.exceptions import (AzureError, ClientAuthenticationError, HttpRe
 from azure.storage.blob import BlobBlock, BlobServiceClient, ContentSettings
 
 from cloudmesh.transfer.config import StorageConfig
-from cloudmesh.transfer.errors import ConfigError, NotFound, TransferError, UsageError
+from cloudmesh.transfer.errors import ConfigError, IntegrityError, NotFound, TransferError, UsageError
 from cloudmesh.transfer.providers.base import MiB, ObjectInfo, Reader, Storage, Upload
 
+MAX_PUT = 5000 * MiB  # the largest blob one Put Blob request may write
 METADATA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 class AzureReader(Reader):
-    def __init__(self, downloader):
+    def __init__(self, downloader, whole: bool):
         self.downloader = downloader
         settings = downloader.properties.content_settings
         self.content_type = settings.content_type
         self.metadata = downloader.properties.metadata or {}
+        if whole and settings.content_md5:
+            self.md5 = bytes(settings.content_md5).hex()
 
-    def chunks(self) -> Iterator[bytes]:
-        return self.downloader.chunks()
+    def read(self, size: int) -> bytes:
+        return self.downloader.read(size)
+
+
+def block_id(number: int) -> str:
+    return base64.b64encode(f"cmtransfer-{number:08d}".encode()).decode()
+
+
+def md5_header(md5: bytes) -> dict:
+    return {"Content-MD5": base64.b64encode(md5).decode()}
 
 
 class AzureUpload(Upload):
+    """Staged blocks, each checked by the service against its Content-MD5; committed in order."""
+
     def __init__(self, storage: "AzureStorage", key: str, source: ObjectInfo):
         self.storage, self.key, self.source = storage, key, source
         self.blob = storage.container.get_blob_client(key)
-        self.blocks: dict[int, str] = {}
+        self.numbers: set[int] = set()
 
-    def put_part(self, number: int, offset: int, data: bytes) -> None:
-        block_id = base64.b64encode(f"cmtransfer-{number:08d}".encode()).decode()
+    def put_part(self, number: int, offset: int, data: bytes, md5: bytes) -> None:
         with self.storage.errors(self.key):
-            self.blob.stage_block(block_id, data, length=len(data), validate_content="md5")
-        self.blocks[number] = block_id
+            self.blob.stage_block(block_id(number), data, length=len(data), headers=md5_header(md5))
+        self.numbers.add(number)
 
     def complete(self, md5: bytes) -> None:
-        blocks = [BlobBlock(self.blocks[n]) for n in sorted(self.blocks)]
+        blocks = [BlobBlock(block_id(n)) for n in sorted(self.numbers)]
         with self.storage.errors(self.key):
             self.blob.commit_block_list(blocks, **self.storage.properties(self.source, md5))
 
@@ -67,7 +79,7 @@ class AzureStorage(Storage):
     @classmethod
     def from_config(cls, config: StorageConfig, chunk_size: int = 8 * MiB) -> "AzureStorage":
         sizes = {"max_single_get_size": chunk_size, "max_chunk_get_size": chunk_size,
-                 "max_single_put_size": chunk_size, "max_block_size": chunk_size}
+                 "max_single_put_size": MAX_PUT, "max_block_size": chunk_size}
         connection_string = config.settings.get("connection_string")
         if not connection_string and not config.settings.get("account_key"):
             connection_string = os.environ.get("AZURE_STORAGE_CONNECTION_STRING")
@@ -96,6 +108,8 @@ class AzureStorage(Storage):
             raise NotFound(f"{where} does not exist") from None
         except (ClientAuthenticationError, HttpResponseError) as e:
             code = getattr(e.error_code, "value", e.error_code) or e.status_code
+            if code == "Md5Mismatch" or "MD5" in str(e.message or ""):
+                raise IntegrityError(f"Azure received other bytes for {where} than were sent ({code})") from None
             if isinstance(e, ClientAuthenticationError) or e.status_code == 403:
                 raise ConfigError(f"storage '{self.name}' rejected its credentials ({code})") from None
             raise TransferError(f"Azure error on {where}: {code}") from None
@@ -130,9 +144,12 @@ class AzureStorage(Storage):
                 self.container.get_container_properties()
             return None
 
-    def open(self, key: str) -> Reader:
+    def open(self, key: str, offset: int = 0, length: int | None = None) -> Reader:
+        ranged = offset or length is not None
         with self.errors(key):
-            return AzureReader(self.container.get_blob_client(key).download_blob())
+            downloader = self.container.get_blob_client(key).download_blob(
+                offset=offset if ranged else None, length=length, max_concurrency=1)
+        return AzureReader(downloader, whole=not ranged)
 
     @staticmethod
     def properties(source: ObjectInfo, md5: bytes) -> dict:
@@ -143,8 +160,11 @@ class AzureStorage(Storage):
 
     def put(self, key: str, data: bytes, source: ObjectInfo, md5: bytes) -> None:
         with self.errors(key):
-            self.container.get_blob_client(key).upload_blob(
-                data, length=len(data), overwrite=True, validate_content="md5", **self.properties(source, md5))
+            response = self.container.get_blob_client(key).upload_blob(
+                data, length=len(data), overwrite=True, headers=md5_header(md5), **self.properties(source, md5))
+        landed = response.get("content_md5")
+        if landed is not None and bytes(landed) != md5:
+            raise IntegrityError(f"Azure stored other bytes for '{self.name}:{key}' than were sent")
 
     def begin(self, key: str, source: ObjectInfo) -> Upload:
         return AzureUpload(self, key, source)

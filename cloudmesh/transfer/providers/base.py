@@ -1,6 +1,6 @@
 """The storage interface every provider implements, in the spirit of rclone's Fs/Object.
 
-A provider lists, stats, reads in chunks, writes whole small objects or uploads large ones in
+A provider lists, stats, reads as a stream, writes whole small objects or uploads large ones in
 parts (visible only after `complete`), and deletes. Keys are '/'-separated paths inside the
 storage's bucket, container or directory. Optional capabilities are extra methods that the
 engine detects with `hasattr`, never by the provider's kind.
@@ -29,14 +29,15 @@ class ObjectInfo:
 
 
 class Reader(ABC):
-    """An open object being read: its content type and metadata, and its bytes in chunks."""
+    """An open object being read: its content type, metadata and claimed MD5, then its bytes."""
 
     content_type: str | None = None
     metadata: dict = {}
+    md5: str | None = None
 
     @abstractmethod
-    def chunks(self) -> Iterator[bytes]:
-        """The object's bytes (or the requested range) as a stream of chunks."""
+    def read(self, size: int) -> bytes:
+        """Up to `size` bytes (fewer is allowed); b"" at the end."""
 
     def close(self) -> None:
         """Release the connection or file."""
@@ -46,8 +47,9 @@ class Upload(ABC):
     """A multi-part write; nothing is visible at the key until `complete` succeeds."""
 
     @abstractmethod
-    def put_part(self, number: int, offset: int, data: bytes) -> None:
-        """Store part `number` (1-based) that starts at byte `offset` of the object."""
+    def put_part(self, number: int, offset: int, data: bytes, md5: bytes) -> None:
+        """Store part `number` (1-based) that starts at byte `offset`; `md5` is its digest, which the
+        target checks (IntegrityError when the bytes that arrived differ). Parts may come in parallel."""
 
     @abstractmethod
     def complete(self, md5: bytes) -> None:
@@ -85,12 +87,13 @@ class Storage(ABC):
         """The object at `key`, or None when there is none."""
 
     @abstractmethod
-    def open(self, key: str) -> Reader:
-        """Open the object at `key` for reading; NotFound when it does not exist."""
+    def open(self, key: str, offset: int = 0, length: int | None = None) -> Reader:
+        """Open the object at `key` (or a byte range of it) for reading; NotFound when it does not exist."""
 
     @abstractmethod
     def put(self, key: str, data: bytes, source: ObjectInfo, md5: bytes) -> None:
-        """Write a whole (small) object in one request."""
+        """Write a whole (small) object in one request; IntegrityError when the target reports
+        other bytes than `md5` says."""
 
     @abstractmethod
     def begin(self, key: str, source: ObjectInfo) -> Upload:

@@ -10,46 +10,52 @@ from pathlib import Path
 from typing import Iterator
 
 from cloudmesh.transfer.config import StorageConfig
-from cloudmesh.transfer.errors import NotFound, TransferError, UsageError
+from cloudmesh.transfer.errors import IntegrityError, NotFound, TransferError, UsageError
 from cloudmesh.transfer.providers.base import MiB, ObjectInfo, Reader, Storage, Upload
 
 PARTIAL_SUFFIX = ".cmtransfer.partial"
 
 
 class LocalReader(Reader):
-    def __init__(self, path: Path, chunk_size: int):
+    def __init__(self, path: Path, offset: int, length: int | None):
         self.file = open(path, "rb")
-        self.chunk_size = chunk_size
+        self.file.seek(offset)
+        self.left = length
         self.content_type = mimetypes.guess_type(path.name)[0]
         self.metadata = {}
 
-    def chunks(self) -> Iterator[bytes]:
-        while chunk := self.file.read(self.chunk_size):
-            yield chunk
+    def read(self, size: int) -> bytes:
+        if self.left is not None:
+            size = min(size, self.left)
+            self.left -= size
+        return self.file.read(size)
 
     def close(self) -> None:
         self.file.close()
 
 
 class LocalUpload(Upload):
-    def __init__(self, path: Path, mtime: float | None):
+    def __init__(self, path: Path, source: ObjectInfo):
         self.path = path
-        self.mtime = mtime
+        self.source = source
         self.partial = path.with_name(f".{path.name}.{secrets.token_hex(4)}{PARTIAL_SUFFIX}")
         path.parent.mkdir(parents=True, exist_ok=True)
         self.fd = os.open(self.partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
 
-    def put_part(self, number: int, offset: int, data: bytes) -> None:
+    def put_part(self, number: int, offset: int, data: bytes, md5: bytes) -> None:
         view = memoryview(data)
         while view:
             written = os.pwrite(self.fd, view, offset)
             view, offset = view[written:], offset + written
 
     def complete(self, md5: bytes) -> None:
+        size = os.fstat(self.fd).st_size
         os.close(self.fd)
         self.fd = None
-        if self.mtime is not None:
-            os.utime(self.partial, (self.mtime, self.mtime))
+        if size != self.source.size:
+            raise IntegrityError(f"wrote {size} bytes to '{self.path.name}' instead of {self.source.size}")
+        if self.source.mtime is not None:
+            os.utime(self.partial, (self.source.mtime, self.source.mtime))
         os.replace(self.partial, self.path)
 
     def abort(self) -> None:
@@ -63,15 +69,14 @@ class LocalStorage(Storage):
     kind = "local"
     max_key_bytes = 4096
 
-    def __init__(self, name: str, root: Path, chunk_size: int):
+    def __init__(self, name: str, root: Path):
         super().__init__(name)
         self.root = root
-        self.chunk_size = chunk_size
 
     @classmethod
     def from_config(cls, config: StorageConfig, chunk_size: int = 8 * MiB) -> "LocalStorage":
         root = Path(config.require("directory")).expanduser()
-        return cls(config.name, root.resolve(), chunk_size)
+        return cls(config.name, root.resolve())
 
     def check_key(self, key: str) -> None:
         super().check_key(key)
@@ -121,16 +126,16 @@ class LocalStorage(Storage):
         path = self.path(key)
         return self.info(key, path) if key and path.is_file() else None
 
-    def open(self, key: str) -> Reader:
+    def open(self, key: str, offset: int = 0, length: int | None = None) -> Reader:
         path = self.path(key)
         if not path.is_file():
             raise NotFound(f"'{self.name}:{key}' does not exist")
-        return LocalReader(path, self.chunk_size)
+        return LocalReader(path, offset, length)
 
     def put(self, key: str, data: bytes, source: ObjectInfo, md5: bytes) -> None:
         upload = self.begin(key, source)
         try:
-            upload.put_part(1, 0, data)
+            upload.put_part(1, 0, data, md5)
             upload.complete(md5)
         except BaseException:
             upload.abort()
@@ -141,7 +146,7 @@ class LocalStorage(Storage):
         if path.is_dir():
             raise TransferError(f"'{self.name}:{key}' is a folder; cannot write a file there")
         try:
-            return LocalUpload(path, source.mtime)
+            return LocalUpload(path, source)
         except OSError as e:
             raise TransferError(f"cannot write under '{self.name}:{key}': {e.strerror}") from None
 
