@@ -46,7 +46,7 @@ def test_status_and_statistic_report_a_folder_copy_in_table_and_json(env):
     assert record["started"] <= record["finished"] and record["seconds"] >= 0
 
     table = env.transfer("status", f"--id={p}").stdout
-    assert "| objects_done   | 2 " in table and "| state          | completed" in table
+    assert "| objects_done    | 2 " in table and "| state           | completed" in table
     listing = json.loads(env.transfer("status", "--output=json").stdout)
     assert [t["id"] for t in listing] == [p]
 

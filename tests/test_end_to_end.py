@@ -1,4 +1,5 @@
 """The real `cms transfer` command, in a subprocess, against moto and Azurite in every direction."""
+import hashlib
 import json
 import os
 
@@ -123,3 +124,88 @@ def test_two_cms_processes_at_once_keep_their_records_apart(env):
         record = status(env, transfer_id)
         assert record["state"] == "completed" and record["objects_done"] == len(TREE)
     assert json.loads(env.transfer("statistic", "--output=json").stdout)["transfers"]["completed"] == 2
+
+
+def test_sync_rerun_of_a_finished_folder_copy_moves_nothing(env):
+    p = env.prefix
+    seed(env, "awss3", f"{p}/src")
+    assert env.transfer("copy", f"--source=awss3:{p}/src", f"--target=azure:{p}/dst", "-r").returncode == 0
+    env.put("awss3", f"{p}/src/a.txt", b"changed\n")
+    env.put("awss3", f"{p}/src/new.txt", b"new")
+    result = env.transfer("copy", f"--source=awss3:{p}/src", f"--target=azure:{p}/dst", "-r", "--sync",
+                          "--output=json")
+    assert result.returncode == 0, result.stderr
+    record = json.loads(result.stdout)
+    assert record["objects_skipped"] == len(TREE) - 1 and record["objects_done"] == 2
+    assert record["bytes_done"] == len(b"changed\n") + len(b"new")
+    assert env.tree("azure", f"{p}/dst") == {**TREE, "a.txt": b"changed\n", "new.txt": b"new"}
+
+
+@pytest.mark.parametrize("compare", ["checksum", "mtime"])
+def test_sync_from_local_skips_what_is_in_place_by_checksum_or_by_time(env, compare):
+    p = env.prefix
+    seed(env, "local", f"{p}/src")
+    assert env.transfer("copy", f"--source=local:{p}/src", f"--target=awss3:{p}/dst", "-r").returncode == 0
+    result = env.transfer("copy", f"--source=local:{p}/src", f"--target=awss3:{p}/dst", "-r", "--sync",
+                          f"--compare={compare}", "--output=json")
+    record = json.loads(result.stdout)
+    assert record["objects_skipped"] == len(TREE) and record["bytes_done"] == 0
+
+
+def test_include_and_exclude_select_by_path_inside_the_source_folder(env):
+    p = env.prefix
+    seed(env, "local", f"{p}/src")
+    result = env.transfer("copy", f"--source=local:{p}/src", f"--target=azure:{p}/dst", "-r",
+                          "--include=sub/*", "--include=*.txt", "--exclude=*nested*")
+    assert result.returncode == 0, result.stderr
+    assert sorted(env.tree("azure", f"{p}/dst")) == ["a.txt", "sub/big.bin", "with space/file name.txt",
+                                                      "ünïcödé/データ.txt"]
+
+
+def test_dryrun_lists_what_would_happen_and_changes_nothing(env):
+    p = env.prefix
+    seed(env, "local", f"{p}/src", {"same.txt": b"same", "new.txt": b"new"})
+    env.put("awss3", f"{p}/dst/same.txt", b"same")
+    result = env.transfer("move", f"--source=local:{p}/src", f"--target=awss3:{p}/dst", "-r", "--sync",
+                          "--dryrun", "--output=json")
+    assert result.returncode == 0, result.stderr
+    assert sorted((row["action"], row["path"]) for row in json.loads(result.stdout)) == [
+        ("copy, delete source", "new.txt"), ("skip, delete source", "same.txt")]
+    assert env.tree("local", f"{p}/src") == {"same.txt": b"same", "new.txt": b"new"}
+    assert env.tree("awss3", f"{p}/dst") == {"same.txt": b"same"}
+    assert json.loads(env.transfer("status", "--output=json").stdout) == []
+    table = env.transfer("copy", f"--source=local:{p}/src", f"--target=awss3:{p}/dst", "-r", "--dryrun").stdout
+    assert "new.txt" in table and "copy" in table
+
+
+def test_a_source_whose_bytes_do_not_match_its_md5_fails_and_a_move_keeps_it(env):
+    """Azure keeps a Content-MD5 per blob; a blob whose bytes differ from it is caught in flight."""
+    from azure.storage.blob import ContentSettings
+    p = env.prefix
+    env.put("azure", f"{p}/src/bad.bin", b"the bytes")
+    env.put("azure", f"{p}/src/good.bin", b"good bytes")
+    env.azure.get_blob_client(f"{p}/src/bad.bin").set_http_headers(
+        ContentSettings(content_md5=bytearray(hashlib.md5(b"other bytes").digest())))
+    result = env.transfer("move", f"--source=azure:{p}/src", f"--target=awss3:{p}/dst", "-r", "--output=json")
+    assert result.returncode == 1
+    record = json.loads(result.stdout)
+    assert record["errors"] == [{"path": "bad.bin", "message": "the bytes read of 'bad.bin' do not match the "
+                                                               "source's MD5"}]
+    assert env.tree("awss3", f"{p}/dst") == {"good.bin": b"good bytes"}
+    assert env.tree("azure", f"{p}/src") == {"bad.bin": b"the bytes"}
+
+
+def test_progress_shows_on_a_terminal_and_not_when_piped(env):
+    import pty
+    import subprocess
+    p = env.prefix
+    env.put("local", f"{p}/src/f.bin", BIG)
+    piped = env.transfer("copy", f"--source=local:{p}/src", f"--target=azure:{p}/piped", "-r")
+    assert piped.returncode == 0 and piped.stderr == ""
+    primary, secondary = pty.openpty()
+    run = subprocess.run(["cms", "transfer", "copy", f"--source=local:{p}/src", f"--target=azure:{p}/tty", "-r"],
+                         stdout=secondary, stderr=subprocess.PIPE, env=env.environ(), timeout=120)
+    os.close(secondary)
+    os.close(primary)
+    assert run.returncode == 0
+    assert "1/1 objects: 100%" in run.stderr.decode() and "B/s" in run.stderr.decode()

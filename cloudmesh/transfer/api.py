@@ -13,7 +13,9 @@ from pathlib import Path
 
 from cloudmesh.transfer import config as settings
 from cloudmesh.transfer import location
-from cloudmesh.transfer.engine import Engine, Options, plan
+from cloudmesh.transfer.engine import Engine, Options
+from cloudmesh.transfer.planner import Selection, plan
+from cloudmesh.transfer.progress import Progress
 from cloudmesh.transfer.errors import NotFound, UsageError
 from cloudmesh.transfer.location import Location
 from cloudmesh.transfer.providers import MiB, Storage, open_storage
@@ -82,34 +84,58 @@ class Transfer:
             self._opened[name] = open_storage(settings.storage_config(name, self._config), self.options.chunk_size)
         return self._opened[name]
 
-    def copy(self, source: str, target: str, recursive: bool = False, id: str | None = None) -> dict:
-        """Copy a file, or with `recursive` a folder's contents; returns the final status."""
-        return self.start(source, target, recursive, id, move=False)
+    def copy(self, source: str, target: str, recursive: bool = False, id: str | None = None, *,
+             include=(), exclude=(), sync: str | None = None, progress: Progress | None = None) -> dict:
+        """Copy a file, or with `recursive` a folder's contents; returns the final status.
+        `include`/`exclude` are globs on the path inside the source folder; `sync` ('checksum' or
+        'mtime') skips objects whose target already matches."""
+        return self.start(source, target, recursive, id, False, Selection(list(include), list(exclude), sync),
+                          progress)
 
-    def move(self, source: str, target: str, recursive: bool = False, id: str | None = None) -> dict:
+    def move(self, source: str, target: str, recursive: bool = False, id: str | None = None, *,
+             include=(), exclude=(), sync: str | None = None, progress: Progress | None = None) -> dict:
         """Like copy, but each source object is deleted once its copy is verified."""
-        return self.start(source, target, recursive, id, move=True)
+        return self.start(source, target, recursive, id, True, Selection(list(include), list(exclude), sync),
+                          progress)
 
-    def start(self, source: str, target: str, recursive: bool, id: str | None, move: bool) -> dict:
-        transfer_id = id or new_id()
-        if not TRANSFER_ID.match(transfer_id):
-            raise UsageError(f"--id '{transfer_id}' must be letters, digits, '.', '_' or '-' (at most 128)")
-        if self.records.status(transfer_id):
-            raise UsageError(f"transfer id '{transfer_id}' is already used; choose another id")
+    def preview(self, source: str, target: str, recursive: bool = False, move: bool = False, *,
+                include=(), exclude=(), sync: str | None = None) -> list[dict]:
+        """What copy or move would do, object by object, changing nothing (--dryrun)."""
+        _, _, _, items = self.prepare(source, target, recursive, Selection(list(include), list(exclude), sync))
+        return [{"action": ("skip" if item.skip else "copy") + (", delete source" if move else ""),
+                 "path": item.path, "target": item.target_key, "size": item.source.size} for item in items]
+
+    def prepare(self, source: str, target: str, recursive: bool, selection: Selection):
+        """Check the locations, open both storages and plan the objects."""
         src, dst = Location.parse(source), Location.parse(target)
         same = src.storage == dst.storage
         if same and recursive and (not src.path or dst.path == src.path or dst.path.startswith(src.path + "/")):
             raise UsageError(f"target '{dst}' is the source folder or lies inside it")
         source_storage, target_storage = self.storage(src.storage), self.storage(dst.storage)
-        items = plan(source_storage, src, target_storage, dst, recursive)
+        items = plan(source_storage, src, target_storage, dst, recursive, selection)
         if same and any(item.target_key == item.source.key for item in items):
             raise UsageError(f"'{src}' would be copied onto itself")
+        return src, dst, (source_storage, target_storage), items
+
+    def start(self, source: str, target: str, recursive: bool, id: str | None, move: bool,
+              selection: Selection, progress: Progress | None = None) -> dict:
+        transfer_id = id or new_id()
+        if not TRANSFER_ID.match(transfer_id):
+            raise UsageError(f"--id '{transfer_id}' must be letters, digits, '.', '_' or '-' (at most 128)")
+        if self.records.status(transfer_id):
+            raise UsageError(f"transfer id '{transfer_id}' is already used; choose another id")
+        src, dst, (source_storage, target_storage), items = self.prepare(source, target, recursive, selection)
         self.records.create(
             {"id": transfer_id, "source": str(src), "target": str(dst), "copy": not move,
              "recursive": recursive, "route": f"{source_storage.kind}->{target_storage.kind}"},
             [{"path": i.path, "source_key": i.source.key, "target_key": i.target_key, "size": i.source.size}
              for i in items])
-        Engine(source_storage, target_storage, self.records, self.options).run(transfer_id, items, move)
+        progress = progress or Progress()
+        progress.start(sum(i.source.size for i in items if not i.skip), len(items))
+        try:
+            Engine(source_storage, target_storage, self.records, self.options, progress).run(transfer_id, items, move)
+        finally:
+            progress.close()
         return self.records.status(transfer_id)
 
     def run(self, id: str, data: str, copy=True) -> dict:
@@ -123,7 +149,7 @@ class Transfer:
         src = Location.parse(defaults["source"]).child(relative)
         dst = Location.parse(defaults["target"]).child(relative)
         recursive = self.storage(src.storage).stat(src.path) is None
-        return self.start(str(src), str(dst), recursive, id, move=not parse_bool(copy, "--copy"))
+        return self.start(str(src), str(dst), recursive, id, not parse_bool(copy, "--copy"), Selection())
 
     def configure(self, file: str | None = None) -> dict:
         """Record `file` as the default source and target when given; return the current

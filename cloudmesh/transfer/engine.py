@@ -1,4 +1,4 @@
-"""The transfer engine: plan which objects go where, then stream each one through bounded memory.
+"""The transfer engine: stream each planned object through bounded memory, verified.
 
 Every worker holds at most one part in memory, so a transfer uses about `parallel x part size`
 whatever the object sizes. Each object is hashed (MD5) while it streams, checked against what
@@ -10,11 +10,10 @@ import math
 import threading
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import Callable
 
-from cloudmesh.transfer import location
-from cloudmesh.transfer.errors import IntegrityError, NotFound, TransferError, UsageError
-from cloudmesh.transfer.location import Location
+from cloudmesh.transfer.errors import IntegrityError, TransferError
+from cloudmesh.transfer.planner import Item
+from cloudmesh.transfer.progress import Progress
 from cloudmesh.transfer.providers import MiB, ObjectInfo, Reader, Storage
 from cloudmesh.transfer.records import Records
 
@@ -23,37 +22,6 @@ from cloudmesh.transfer.records import Records
 class Options:
     parallel: int = 4
     chunk_size: int = 8 * MiB
-
-
-@dataclass
-class Item:
-    """One planned object: its path relative to the transfer's source, and where it goes."""
-
-    path: str
-    source: ObjectInfo
-    target_key: str
-
-
-def plan(source: Storage, src: Location, target: Storage, dst: Location, recursive: bool) -> list[Item]:
-    """The objects to transfer. A folder's contents land under the target path without nesting;
-    a single file lands at the target path, or inside it when that names a folder."""
-    if recursive:
-        items = []
-        for info in source.list(src.path):
-            relative = info.key[len(src.path):].lstrip("/")
-            items.append(Item(relative, info, location.join(dst.path, relative)))
-        if items:
-            return items
-    single = source.stat(src.path)
-    if single is None:
-        if source.is_folder(src.path):
-            if recursive:
-                return []
-            raise UsageError(f"'{src}' is a folder; add -r to copy it recursively")
-        raise NotFound(f"'{src}' does not exist")
-    name = location.basename(src.path)
-    into_folder = recursive or dst.folder or target.is_folder(dst.path)
-    return [Item(name, single, location.join(dst.path, name) if into_folder else dst.path)]
 
 
 def part_size(size: int, options: Options, target: Storage) -> int:
@@ -99,7 +67,7 @@ class Engine:
     """
 
     def __init__(self, source: Storage, target: Storage, records: Records, options: Options,
-                 progress: Callable[[int, int], None] = lambda nbytes, nobjects: None):
+                 progress: Progress = Progress()):
         self.source, self.target, self.records, self.options = source, target, records, options
         self.progress = progress
         self.slots = threading.BoundedSemaphore(options.parallel)
@@ -119,10 +87,11 @@ class Engine:
         return state
 
     def transfer(self, item: Item, move: bool) -> bool:
-        """Copy (and for a move, then delete) one object; record the outcome, never raise."""
+        """Copy (unless already in sync) and for a move then delete one object; record the
+        outcome, never raise."""
         self.records.update_object(self.transfer_id, item.path, state="running")
         try:
-            md5, method = self.copy(item)
+            md5, method = (item.source.md5, "skip") if item.skip else self.copy(item)
         except (TransferError, OSError) as e:
             self.records.update_object(self.transfer_id, item.path, state="failed", message=one_line(e))
             return False
@@ -136,9 +105,10 @@ class Engine:
                 self.source.delete(item.source.key)
             except (TransferError, OSError) as e:
                 message = f"copied and verified, but the source was not deleted: {one_line(e)}"
-        self.records.update_object(self.transfer_id, item.path, state="failed" if message else "done",
-                                   md5=md5, method=method, message=message, bytes_done=item.source.size)
-        self.progress(0, 1)
+        state = "failed" if message else "skipped" if item.skip else "done"
+        self.records.update_object(self.transfer_id, item.path, state=state, md5=md5, method=method,
+                                   message=message, bytes_done=0 if item.skip else item.source.size)
+        self.progress.update(0, 1)
         return message is None
 
     def copy(self, item: Item) -> tuple[str, str]:
@@ -158,7 +128,7 @@ class Engine:
                     self.check_length(item, len(data))
                     digest = hashlib.md5(data)
                     self.target.put(item.target_key, data, shaped, digest.digest())
-                self.progress(size, 0)
+                self.progress.update(size, 0)
             else:
                 digest = self.upload(item, reader, psize, shaped)
         finally:
@@ -206,7 +176,7 @@ class Engine:
         finally:
             self.slots.release()
         self.records.update_object(self.transfer_id, sent.path, bytes_done=sent.add(len(data)))
-        self.progress(len(data), 0)
+        self.progress.update(len(data), 0)
 
     def check_length(self, item: Item, length: int) -> None:
         if length != item.source.size:

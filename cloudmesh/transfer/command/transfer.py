@@ -13,6 +13,7 @@ import traceback
 import yaml
 from docopt import DocoptExit, docopt
 
+from cloudmesh.common.Printer import Printer
 from cloudmesh.shell.command import PluginCommand
 
 
@@ -36,20 +37,18 @@ def dump_json(data) -> None:
     print(json.dumps(data, indent=2, ensure_ascii=False))
 
 
-STATUS_ORDER = ["id", "state", "source", "target", "copy", "objects_total", "objects_done", "objects_failed",
-                "bytes_total", "bytes_done", "started", "finished", "seconds"]
+STATUS_ORDER = ["id", "state", "source", "target", "copy", "objects_total", "objects_done", "objects_skipped",
+                "objects_failed", "bytes_total", "bytes_done", "started", "finished", "seconds"]
 LIST_ORDER = ["id", "state", "source", "target", "copy", "objects", "bytes", "started", "seconds"]
 
 
 def attributes(rows: dict) -> str:
     """A two-column table; values are shown as text so that 0 and False stay visible."""
-    from cloudmesh.common.Printer import Printer
     shown = {k: v if isinstance(v, (dict, list)) else str(v if v is not None else "") for k, v in rows.items()}
     return str(Printer.attribute(shown, order=list(shown), sort_keys=False))
 
 
 def print_status(status, output: str) -> None:
-    from cloudmesh.common.Printer import Printer
     if output == "json":
         dump_json(status)
     elif isinstance(status, list):
@@ -61,6 +60,15 @@ def print_status(status, output: str) -> None:
         if status["errors"]:
             rows["errors"] = [f"{e['path']}: {e['message']}" for e in status["errors"]]
         print(attributes(rows))
+
+
+def print_rows(rows: list[dict], order: list[str], output: str, empty: str) -> None:
+    if output == "json":
+        dump_json(rows)
+    elif rows:
+        print(Printer.write(rows, order=order, sort_keys=False))
+    elif empty:
+        print(empty)
 
 
 def failure(status: dict) -> str | None:
@@ -80,8 +88,8 @@ class TransferCommand(PluginCommand):
         ::
 
           Usage:
-            transfer copy --source=SOURCE --target=TARGET [-r] [--id=ID] [--parallel=N] [--chunksize=SIZE] [--output=FORMAT]
-            transfer move --source=SOURCE --target=TARGET [-r] [--id=ID] [--parallel=N] [--chunksize=SIZE] [--output=FORMAT]
+            transfer copy --source=SOURCE --target=TARGET [-r] [--id=ID] [--sync] [--compare=MODE] [--include=GLOB]... [--exclude=GLOB]... [--dryrun] [--parallel=N] [--chunksize=SIZE] [--output=FORMAT]
+            transfer move --source=SOURCE --target=TARGET [-r] [--id=ID] [--sync] [--compare=MODE] [--include=GLOB]... [--exclude=GLOB]... [--dryrun] [--parallel=N] [--chunksize=SIZE] [--output=FORMAT]
             transfer list --target=TARGET [-r] [--output=FORMAT]
             transfer delete --target=TARGET [-r]
             transfer config FILE
@@ -105,6 +113,12 @@ class TransferCommand(PluginCommand):
             --data=PATH        a file or folder under the configured source, copied to the same path
                                under the configured target
             --copy=BOOL        False deletes each source object after its verified copy [default: True]
+            --sync             skip objects whose target already matches (size and MD5, see --compare)
+            --compare=MODE     how --sync compares: checksum (size and MD5) or mtime (size, and the
+                               target no older than the source) [default: checksum]
+            --include=GLOB     only objects whose path inside the source folder matches (repeatable)
+            --exclude=GLOB     leave out objects whose path matches (repeatable)
+            --dryrun           list what would be copied, skipped and deleted; change nothing
             --parallel=N       objects transferred at once [default: 4]
             --chunksize=SIZE   the part size data streams in, e.g. 8MiB [default: 8MiB]
             --output=FORMAT    table or json [default: table]
@@ -165,9 +179,9 @@ class TransferCommand(PluginCommand):
             return 1
 
     def dispatch(self, arguments: dict) -> int:
-        from cloudmesh.common.Printer import Printer
         from cloudmesh.transfer import Transfer
         from cloudmesh.transfer.errors import UsageError
+        from cloudmesh.transfer.progress import TerminalProgress
 
         output = arguments["--output"] or "table"
         if output not in ("table", "json"):
@@ -177,8 +191,17 @@ class TransferCommand(PluginCommand):
         if arguments["copy"] or arguments["move"] or arguments["run"] or arguments["--data"]:
             api = Transfer(parallel=arguments["--parallel"] or 4, chunksize=arguments["--chunksize"] or "8MiB")
             if arguments["copy"] or arguments["move"]:
+                selection = {"include": arguments["--include"], "exclude": arguments["--exclude"],
+                             "sync": arguments["--compare"] if arguments["--sync"] else None}
+                if arguments["--dryrun"]:
+                    rows = api.preview(arguments["--source"], arguments["--target"], recursive, bool(arguments["move"]),
+                                       **selection)
+                    print_rows(rows, ["action", "path", "target", "size"], output, "nothing to transfer")
+                    return 0
                 start = api.copy if arguments["copy"] else api.move
-                status = start(arguments["--source"], arguments["--target"], recursive=recursive, id=arguments["--id"])
+                progress = TerminalProgress() if output == "table" and sys.stdout.isatty() else None
+                status = start(arguments["--source"], arguments["--target"], recursive=recursive,
+                               id=arguments["--id"], progress=progress, **selection)
             else:
                 status = api.run(arguments["--id"], arguments["--data"], copy=arguments["--copy"])
             print_status(status, output)
@@ -190,11 +213,8 @@ class TransferCommand(PluginCommand):
 
         api = Transfer()
         if arguments["list"]:
-            rows = api.list(arguments["--target"], recursive=recursive)
-            if output == "json":
-                dump_json(rows)
-            elif rows:
-                print(Printer.write(rows, order=["name", "size", "modified", "md5"], sort_keys=False))
+            print_rows(api.list(arguments["--target"], recursive=recursive), ["name", "size", "modified", "md5"],
+                       output, "")
         elif arguments["delete"]:
             for key in api.delete(arguments["--target"], recursive=recursive):
                 print(f"deleted {key}")

@@ -157,6 +157,13 @@ class S3Storage(Storage):
             self.check_bucket()
             return None
 
+    def checksum(self, info: ObjectInfo) -> str | None:
+        """A listing shows no metadata, so a multipart object's MD5 takes a HEAD."""
+        if info.md5:
+            return info.md5
+        landed = self.stat(info.key)
+        return landed.md5 if landed else None
+
     def check_bucket(self) -> None:
         with self.errors():
             self.client.head_bucket(Bucket=self.bucket)

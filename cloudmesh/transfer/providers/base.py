@@ -103,6 +103,10 @@ class Storage(ABC):
     def delete(self, key: str) -> None:
         """Remove the object at `key`."""
 
+    def checksum(self, info: ObjectInfo) -> str | None:
+        """The whole-object MD5 (hex) of a listed object, fetched or computed where this kind can."""
+        return info.md5
+
     def check_key(self, key: str) -> None:
         """Raise UsageError when `key` cannot be stored here; the common rules for every kind."""
         if not key:

@@ -3,6 +3,7 @@
 Uploads go to a hidden `.partial` file beside the target and are renamed into place on complete,
 so a reader never sees a half-written file.
 """
+import hashlib
 import mimetypes
 import os
 import secrets
@@ -118,6 +119,14 @@ class LocalStorage(Storage):
                 path = Path(folder) / name
                 if path.is_file() and self.inside(path):
                     yield self.info(path.relative_to(self.root).as_posix(), path)
+
+    def checksum(self, info: ObjectInfo) -> str | None:
+        """Local files carry no stored MD5, so it is computed by reading the file."""
+        digest = hashlib.md5()
+        with open(self.path(info.key), "rb") as f:
+            while chunk := f.read(MiB):
+                digest.update(chunk)
+        return digest.hexdigest()
 
     def is_folder(self, prefix: str) -> bool:
         return self.path(prefix).is_dir()

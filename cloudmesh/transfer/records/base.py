@@ -8,7 +8,7 @@ from abc import ABC, abstractmethod
 from datetime import datetime, timezone
 
 STATES = ("running", "completed", "failed")
-OBJECT_STATES = ("pending", "running", "done", "failed")
+OBJECT_STATES = ("pending", "running", "done", "skipped", "failed")
 
 
 def iso(seconds: float | None) -> str | None:
@@ -30,6 +30,7 @@ def status_view(transfer: dict, counts: dict, errors: list[dict]) -> dict:
         "objects_total": counts["objects_total"],
         "objects_done": counts["objects_done"],
         "objects_failed": counts["objects_failed"],
+        "objects_skipped": counts["objects_skipped"],
         "bytes_total": counts["bytes_total"],
         "bytes_done": counts["bytes_done"],
         "started": iso(transfer["started"]),

@@ -47,6 +47,7 @@ COUNTS = """
 SELECT count(*) AS objects_total,
        coalesce(sum(state = 'done'), 0) AS objects_done,
        coalesce(sum(state = 'failed'), 0) AS objects_failed,
+       coalesce(sum(state = 'skipped'), 0) AS objects_skipped,
        coalesce(sum(size), 0) AS bytes_total,
        coalesce(sum(bytes_done), 0) AS bytes_done
 FROM objects WHERE transfer_id = ?
