@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from cloudmesh.transfer.errors import IntegrityError, TransferError
 from cloudmesh.transfer.planner import Item
 from cloudmesh.transfer.progress import Progress
-from cloudmesh.transfer.providers import MiB, ObjectInfo, Reader, Storage
+from cloudmesh.transfer.providers import MiB, ObjectInfo, Reader, ServerCopy, Storage
 from cloudmesh.transfer.records import Records
 
 
@@ -111,11 +111,17 @@ class Engine:
         self.progress.update(0, 1)
         return message is None
 
-    def copy(self, item: Item) -> tuple[str, str]:
-        """Stream one object to the target, verified; returns its MD5 (hex) and how it went."""
+    def copy(self, item: Item) -> tuple[str | None, str]:
+        """Copy one object inside the clouds where the target can, else stream it through bounded
+        memory, verified; returns its MD5 (hex, where known) and how it went."""
         self.target.check_key(item.target_key)
         size = item.source.size
         psize = part_size(size, self.options, self.target)
+        if isinstance(self.target, ServerCopy):
+            method = self.target.server_copy(self.source, item.source, item.target_key, psize)
+            if method:
+                self.progress.update(size, 0)
+                return item.source.md5, method
         reader = self.source.open(item.source.key)
         try:
             shaped = ObjectInfo(key=item.source.key, size=size, mtime=item.source.mtime,

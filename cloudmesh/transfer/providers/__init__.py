@@ -3,7 +3,7 @@ import importlib
 
 from cloudmesh.transfer.config import StorageConfig
 from cloudmesh.transfer.errors import ConfigError
-from cloudmesh.transfer.providers.base import MiB, ObjectInfo, Reader, Storage, Upload
+from cloudmesh.transfer.providers.base import MiB, ObjectInfo, Reader, ServerCopy, SignedURLs, Storage, Upload
 
 KINDS = {
     "local": "cloudmesh.transfer.providers.local:LocalStorage",
@@ -24,4 +24,5 @@ def open_storage(config: StorageConfig, chunk_size: int = 8 * MiB) -> Storage:
     return provider_class(config.kind).from_config(config, chunk_size)
 
 
-__all__ = ["KINDS", "MiB", "ObjectInfo", "Reader", "Storage", "Upload", "open_storage", "provider_class"]
+__all__ = ["KINDS", "MiB", "ObjectInfo", "Reader", "ServerCopy", "SignedURLs", "Storage", "Upload", "open_storage",
+           "provider_class"]

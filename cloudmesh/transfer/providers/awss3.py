@@ -14,7 +14,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from cloudmesh.transfer.config import StorageConfig
 from cloudmesh.transfer.errors import ConfigError, IntegrityError, NotFound, TransferError
-from cloudmesh.transfer.providers.base import MiB, ObjectInfo, Reader, Storage, Upload
+from cloudmesh.transfer.providers.base import MiB, ObjectInfo, Reader, ServerCopy, SignedURLs, Storage, Upload
 
 CREDENTIAL_ERRORS = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403",
                      "InvalidToken", "ExpiredToken"}
@@ -84,17 +84,19 @@ class S3Upload(Upload):
                 Bucket=self.storage.bucket, Key=self.key, UploadId=self.upload_id)
 
 
-class S3Storage(Storage):
+class S3Storage(Storage, SignedURLs, ServerCopy):
     kind = "awss3"
     min_part_size = 5 * MiB
     max_part_size = 5 * 1024 * MiB
     max_parts = 10_000
     max_object_size = 5 * 1024**4
+    copy_object_limit = 5 * 1024 * MiB  # larger objects are copied part by part (UploadPartCopy)
 
-    def __init__(self, name: str, client, bucket: str):
+    def __init__(self, name: str, client, bucket: str, account: tuple = ()):
         super().__init__(name)
         self.client = client
         self.bucket = bucket
+        self.account = account  # (endpoint, access key id): storages that can read each other's buckets
 
     @classmethod
     def from_config(cls, config: StorageConfig, chunk_size: int = 8 * MiB) -> "S3Storage":
@@ -105,14 +107,14 @@ class S3Storage(Storage):
             aws_secret_access_key=config.require("secret_access_key", "AWS_SECRET_ACCESS_KEY"),
             region_name=config.settings.get("region") or "us-east-1",
             endpoint_url=endpoint or None,
-            config=Config(s3={"addressing_style": "path" if endpoint else "auto"},
+            config=Config(s3={"addressing_style": "path" if endpoint else "auto"}, signature_version="s3v4",
                           max_pool_connections=64,
                           retries={"max_attempts": 3, "mode": "standard"},
                           connect_timeout=10, read_timeout=60,
                           request_checksum_calculation="when_required",
                           response_checksum_validation="when_required"),
         )
-        return cls(config.name, client, config.require("bucket"))
+        return cls(config.name, client, config.require("bucket"), (endpoint, config.require("access_key_id")))
 
     @contextlib.contextmanager
     def errors(self, key: str = ""):
@@ -156,6 +158,42 @@ class S3Storage(Storage):
         except NotFound:
             self.check_bucket()
             return None
+
+    def signed_url(self, key: str, seconds: int = 3600) -> str | None:
+        return self.client.generate_presigned_url("get_object", Params={"Bucket": self.bucket, "Key": key},
+                                                  ExpiresIn=seconds)
+
+    def server_copy(self, source: Storage, info: ObjectInfo, key: str, part_size: int) -> str | None:
+        """CopyObject, or UploadPartCopy part by part, when the source is a bucket these credentials
+        reach at the same endpoint."""
+        if not isinstance(source, S3Storage) or source.account != self.account:
+            return None
+        copy_source = {"Bucket": source.bucket, "Key": info.key}
+        if info.size <= self.copy_object_limit:
+            with self.errors(key):
+                response = self.client.copy_object(Bucket=self.bucket, Key=key, CopySource=copy_source)
+            landed = md5_of(response["CopyObjectResult"]["ETag"])
+            if info.md5 and landed and landed != info.md5:
+                raise IntegrityError(f"S3 copied other bytes to '{self.name}:{key}' than the source holds")
+            return "server-copy"
+        shaped = source.stat(info.key) or info
+        upload = self.begin(key, shaped)
+        try:
+            etags = []
+            for number, offset in enumerate(range(0, info.size, part_size), start=1):
+                end = min(offset + part_size, info.size) - 1
+                with self.errors(key):
+                    response = self.client.upload_part_copy(
+                        Bucket=self.bucket, Key=key, UploadId=upload.upload_id, PartNumber=number,
+                        CopySource=copy_source, CopySourceRange=f"bytes={offset}-{end}")
+                etags.append({"PartNumber": number, "ETag": response["CopyPartResult"]["ETag"]})
+            with self.errors(key):
+                self.client.complete_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload.upload_id,
+                                                      MultipartUpload={"Parts": etags})
+        except BaseException:
+            upload.abort()
+            raise
+        return "server-copy"
 
     def checksum(self, info: ObjectInfo) -> str | None:
         """A listing shows no metadata, so a multipart object's MD5 takes a HEAD."""

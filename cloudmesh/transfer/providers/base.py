@@ -122,3 +122,22 @@ class Storage(ABC):
 
     def __str__(self) -> str:
         return self.name
+
+
+class SignedURLs(ABC):
+    """Optional capability: hand out a time-limited URL that reads an object without credentials,
+    so that another service can fetch it directly."""
+
+    @abstractmethod
+    def signed_url(self, key: str, seconds: int = 3600) -> str | None:
+        """A URL that reads `key` for `seconds`, or None when this storage cannot sign one."""
+
+
+class ServerCopy(ABC):
+    """Optional capability of a target: copy an object inside the clouds, so that its bytes never
+    pass through this client."""
+
+    @abstractmethod
+    def server_copy(self, source: Storage, info: ObjectInfo, key: str, part_size: int) -> str | None:
+        """Copy `info` from `source` to `key` and return how (e.g. 'server-copy'), or None when this
+        pair cannot be copied that way (the engine then streams)."""

@@ -33,6 +33,7 @@ def status_view(transfer: dict, counts: dict, errors: list[dict]) -> dict:
         "objects_skipped": counts["objects_skipped"],
         "bytes_total": counts["bytes_total"],
         "bytes_done": counts["bytes_done"],
+        "methods": counts["methods"],
         "started": iso(transfer["started"]),
         "finished": iso(finished),
         "seconds": round(end - transfer["started"], 3),

@@ -111,6 +111,9 @@ class SQLiteRecords(Records):
 
     def view(self, row: sqlite3.Row) -> dict:
         counts = dict(self.db.execute(COUNTS, (row["id"],)).fetchone())
+        counts["methods"] = dict(self.db.execute(
+            "SELECT method, count(*) FROM objects WHERE transfer_id = ? AND method IS NOT NULL GROUP BY method"
+            " ORDER BY method", (row["id"],)).fetchall())
         errors = [dict(e) for e in self.db.execute(
             "SELECT path, message FROM objects WHERE transfer_id = ? AND state = 'failed' ORDER BY seq",
             (row["id"],))]

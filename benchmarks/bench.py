@@ -1,0 +1,969 @@
+"""Benchmark `cms transfer` against rclone and AzCopy on the local emulators (moto S3, Azurite).
+
+What it measures, in one run, on the same emulators and the same data for every tool:
+
+  (a) one 1 GiB object S3 -> Azure           cms vs rclone, and the emulators' own limit
+  (b) one 1 GiB object Azure -> S3           cms vs rclone (--s3-no-head), and the emulators' limit
+  (c) 1,000 files of 64 KiB S3 -> Azure      cms vs rclone
+  (d) 1,000 files of 64 KiB Azure -> S3      cms vs rclone
+  (e) a local folder -> Azure                cms vs AzCopy (rclone for information)
+                                             64 files of 8 MiB + 200 files of 64 KiB (524.5 MiB)
+  (f) a --sync rerun of a finished 1,000-file S3 -> Azure copy: cms --sync vs rclone's own rerun
+
+For each case and tool: the median wall time of --runs runs (after one warm-up run that is not
+counted), MiB/s, the client's peak RSS (ru_maxrss from os.wait4) and the CPU seconds spent by
+the client, moto and Azurite during the run. Each run copies to a fresh target prefix, which is
+checked (object count and bytes) and then deleted. The emulators' limit for a large case is
+min(raw SDK read rate of the source, raw SDK write rate of the target), measured in the same run.
+The results are checked against the targets of the performance issue.
+
+    .venv/bin/python benchmarks/bench.py                  # everything, 3 runs each (or: make bench)
+    .venv/bin/python benchmarks/bench.py --only a,c       # a subset of the cases
+    .venv/bin/python benchmarks/bench.py --big            # + one 4 GiB object S3 -> Azure (cms RSS)
+    .venv/bin/python benchmarks/bench.py --sweep --runs 1 # + cms at --parallel 4..32 x --chunksize 8/16MiB
+
+It installs what it needs when missing: rclone and libsecret-1-0 (apt-get), AzCopy (npm, into
+~/.cache/cmtransfer-bench) and matplotlib (pip, into this Python's environment). It writes
+benchmarks/results.md, results.json and results.png, and always stops the emulators it started.
+"""
+import argparse
+import ctypes.util
+import datetime
+import importlib.metadata
+import json
+import os
+import platform
+import re
+import shlex
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+HERE = REPO / "benchmarks"
+sys.path.insert(0, str(REPO / "deploy"))
+import emulators  # noqa: E402
+
+KiB, MiB, GiB = 1024, 1024**2, 1024**3
+PART = 8 * MiB                      # part size of the raw SDK measurements and of the data upload
+SDK_THREADS = 8                     # threads of the raw SDK writes (the emulator limit)
+SMALL_FILES, SMALL_SIZE = 1000, 64 * KiB
+FOLDER = [("large", 64, 8 * MiB), ("small", 200, 64 * KiB)]   # local folder of case (e)
+AZCOPY_VERSION = "10.32.2"
+CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "cmtransfer-bench"
+AZCOPY = CACHE / "node_modules" / "@azure-tools" / "azcopy-linux" / "dist" / "bin" / "azcopy_linux_amd64"
+RUN_TIMEOUT = 1800                  # seconds before a hung tool is killed
+CMS_RETRIES = 3                     # the engine may be under change: a failed cms run is retried
+SWEEP_PARALLEL = [4, 8, 16, 32]
+SWEEP_CHUNKSIZE = ["8MiB", "16MiB"]
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+# ---------------------------------------------------------------------------------------------
+# Installing what the benchmark needs
+# ---------------------------------------------------------------------------------------------
+
+def ensure_debian_packages() -> None:
+    """rclone, and libsecret (which AzCopy links against), from apt when missing."""
+    missing = [] if shutil.which("rclone") else ["rclone"]
+    if not ctypes.util.find_library("secret-1"):
+        missing.append("libsecret-1-0")
+    if missing:
+        sudo = [] if os.geteuid() == 0 else ["sudo"]
+        print(f"installing {' '.join(missing)} with apt-get", flush=True)
+        subprocess.run(sudo + ["apt-get", "update"], check=True)
+        subprocess.run(sudo + ["apt-get", "install", "-y", *missing], check=True)
+
+
+def ensure_azcopy() -> Path:
+    """AzCopy from npm (@azure-tools/azcopy-linux) into ~/.cache/cmtransfer-bench, executable."""
+    if platform.machine() not in ("x86_64", "AMD64"):
+        raise SystemExit("AzCopy from @azure-tools/azcopy-linux is amd64 only")
+    if not AZCOPY.exists():
+        CACHE.mkdir(parents=True, exist_ok=True)
+        print(f"installing AzCopy {AZCOPY_VERSION} into {CACHE}", flush=True)
+        subprocess.run(["npm", "install", "--prefix", str(CACHE), "--no-audit", "--no-fund", "--loglevel=error",
+                        f"@azure-tools/azcopy-linux@{AZCOPY_VERSION}"], check=True)
+    AZCOPY.chmod(0o755)
+    return AZCOPY
+
+
+def ensure_matplotlib() -> None:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        print("installing matplotlib into this environment", flush=True)
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "matplotlib"], check=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Measuring one command
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class Sample:
+    """One run of one tool."""
+    seconds: float
+    rss_mib: float
+    cpu_client: float
+    cpu_moto: float
+    cpu_azurite: float
+    engine_seconds: float | None = None      # cms's own `seconds` (without process start-up)
+    bytes_done: int | None = None            # cms's `bytes_done`
+
+
+@dataclass
+class Measurement:
+    """All counted runs of one tool in one case (or one raw SDK measurement)."""
+    case: str
+    tool: str
+    nbytes: int
+    nobjects: int
+    samples: list[Sample] = field(default_factory=list)
+    warmup: Sample | None = None
+    failures: list[str] = field(default_factory=list)
+    note: str = ""
+    knobs: dict = field(default_factory=dict)   # cms --parallel / --chunksize of a sweep run
+
+    @property
+    def seconds(self) -> float | None:
+        return statistics.median(s.seconds for s in self.samples) if self.samples else None
+
+    @property
+    def mib_s(self) -> float | None:
+        return self.nbytes / MiB / self.seconds if self.samples else None
+
+    @property
+    def rss_mib(self) -> float | None:
+        rss = [s.rss_mib for s in self.samples if s.rss_mib]
+        return max(rss) if rss else None
+
+    def median(self, name: str) -> float | None:
+        values = [getattr(s, name) for s in self.samples if getattr(s, name) is not None]
+        return statistics.median(values) if values else None
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "median_seconds": self.seconds, "mib_per_second": self.mib_s,
+                "peak_rss_mib": self.rss_mib}
+
+
+class ToolFailed(Exception):
+    pass
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a running process (all its threads) has used so far."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def run_command(command: list[str], env: dict, log: Path, moto_pid: int, azurite_pid: int) -> tuple[Sample, str]:
+    """Run a command to its end; its wall time, peak RSS and CPU, and its stdout.
+
+    Peak RSS and CPU come from os.wait4 on the child itself; the emulators' CPU from /proc.
+    The child is killed if it hangs or if we are interrupted, so none is left behind."""
+    moto0, azurite0 = cpu_seconds(moto_pid), cpu_seconds(azurite_pid)
+    with open(log.with_suffix(".out"), "w+") as out, open(log.with_suffix(".err"), "w+") as err:
+        start = time.perf_counter()
+        process = subprocess.Popen(command, env=env, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
+        timer = threading.Timer(RUN_TIMEOUT, process.kill)
+        timer.start()
+        try:
+            _, status, usage = os.wait4(process.pid, 0)
+        except BaseException:
+            process.kill()
+            process.wait()
+            raise
+        finally:
+            timer.cancel()
+        seconds = time.perf_counter() - start
+        process.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    sample = Sample(seconds=seconds, rss_mib=usage.ru_maxrss / KiB, cpu_client=usage.ru_utime + usage.ru_stime,
+                    cpu_moto=cpu_seconds(moto_pid) - moto0, cpu_azurite=cpu_seconds(azurite_pid) - azurite0)
+    if process.returncode != 0:
+        tail = " | ".join((stderr.strip() or stdout.strip()).splitlines()[-3:])
+        raise ToolFailed(f"exit {process.returncode}: {tail[:400]}")
+    return sample, stdout
+
+
+def cms_status(stdout: str) -> dict:
+    """The JSON status `cms transfer copy --output=json` prints."""
+    try:
+        return json.loads(stdout[stdout.index("{"):])
+    except ValueError:
+        raise ToolFailed(f"no JSON status in the output: {stdout.strip()[:200]}") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Where data lives: one name for every tool
+# ---------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Loc:
+    store: str          # "s3", "azure" or "local"
+    path: str
+
+    def cms(self) -> str:
+        return {"s3": "awss3", "azure": "azure", "local": "local"}[self.store] + ":" + self.path
+
+    def rclone(self, local_root: Path) -> str:
+        return {"s3": f"s3:{emulators.BUCKET}/{self.path}", "azure": f"az:{emulators.CONTAINER}/{self.path}",
+                "local": str(local_root / self.path)}[self.store]
+
+    def child(self, name: str) -> "Loc":
+        return Loc(self.store, f"{self.path}/{name}")
+
+
+@dataclass(frozen=True)
+class Case:
+    key: str
+    title: str
+    kind: str           # "large", "small", "folder" or "sync"
+    source: Loc
+    target_store: str
+    peer: str = "rclone"
+
+    @property
+    def single(self) -> bool:
+        return self.kind == "large"
+
+
+CASES = {
+    "a": Case("a", "1 GiB object S3 -> Azure", "large", Loc("s3", "big/file.bin"), "azure"),
+    "b": Case("b", "1 GiB object Azure -> S3", "large", Loc("azure", "big/file.bin"), "s3"),
+    "c": Case("c", "1,000 x 64 KiB S3 -> Azure", "small", Loc("s3", "small"), "azure"),
+    "d": Case("d", "1,000 x 64 KiB Azure -> S3", "small", Loc("azure", "small"), "s3"),
+    "e": Case("e", "local folder -> Azure", "folder", Loc("local", "folder"), "azure", peer="azcopy"),
+    "f": Case("f", "--sync rerun, 1,000 files S3 -> Azure", "sync", Loc("s3", "small"), "azure"),
+}
+BIG = Case("big", "4 GiB object S3 -> Azure (cms only)", "large", Loc("s3", "huge/file.bin"), "azure")
+
+
+# ---------------------------------------------------------------------------------------------
+# The benchmark: emulators, clients, data, tools
+# ---------------------------------------------------------------------------------------------
+
+class Bench:
+    def __init__(self, workdir: Path, runs: int, azcopy: Path):
+        self.workdir, self.runs, self.azcopy = workdir, runs, azcopy
+        self.local_root = workdir / "local"
+        self.config_dir = workdir / "cloudmesh"
+        self.logs = workdir / "logs"
+        self.big_file = workdir / "big.bin"
+        self.em = emulators.Emulators(workdir / "emulators")
+        self.failures: list[str] = []
+        self.sizes: dict[str, tuple[int, int]] = {}     # source path -> (bytes, objects)
+
+    # -- emulators and clients ----------------------------------------------------------------
+
+    def start(self) -> None:
+        for folder in (self.local_root, self.config_dir, self.logs):
+            folder.mkdir(parents=True, exist_ok=True)
+        self.em.start()
+        self.moto_pid, self.azurite_pid = (p.pid for p in self.em.processes)
+        emulators.write_config(self.config_dir, self.em.storages(self.local_root))
+        self.rclone_conf = self.write_rclone_conf()
+        self.s3, self.container = self.sdk_clients()
+        self.sas = self.container_sas()
+        print(f"moto S3 at {self.em.s3_endpoint} (pid {self.moto_pid}), "
+              f"Azurite at {self.em.azure_endpoint} (pid {self.azurite_pid})", flush=True)
+
+    def stop(self) -> None:
+        self.em.stop()
+
+    def write_rclone_conf(self) -> Path:
+        path = self.workdir / "rclone.conf"
+        path.write_text(
+            "[s3]\ntype = s3\nprovider = Other\n"
+            f"access_key_id = {emulators.S3_KEY_ID}\nsecret_access_key = {emulators.S3_SECRET}\n"
+            f"endpoint = {self.em.s3_endpoint}\nforce_path_style = true\nregion = us-east-1\n\n"
+            f"[az]\ntype = azureblob\nuse_emulator = true\nendpoint = {self.em.azure_endpoint}\n")
+        return path
+
+    def sdk_clients(self):
+        import boto3
+        from azure.storage.blob import BlobServiceClient
+        from botocore.config import Config
+        s3 = boto3.client("s3", endpoint_url=self.em.s3_endpoint, region_name="us-east-1",
+                          aws_access_key_id=emulators.S3_KEY_ID, aws_secret_access_key=emulators.S3_SECRET,
+                          config=Config(max_pool_connections=32, s3={"addressing_style": "path"},
+                                        request_checksum_calculation="when_required",
+                                        response_checksum_validation="when_required"))
+        service = BlobServiceClient(self.em.azure_endpoint,
+                                    credential={"account_name": emulators.AZURITE_ACCOUNT,
+                                                "account_key": emulators.AZURITE_KEY},
+                                    max_single_get_size=PART, max_chunk_get_size=PART, max_block_size=PART,
+                                    max_single_put_size=PART)
+        return s3, service.get_container_client(emulators.CONTAINER)
+
+    def container_sas(self) -> str:
+        """A SAS for the container, signed with Azurite's well-known key, valid over http."""
+        from azure.storage.blob import ContainerSasPermissions, generate_container_sas
+        return generate_container_sas(
+            emulators.AZURITE_ACCOUNT, emulators.CONTAINER, account_key=emulators.AZURITE_KEY,
+            permission=ContainerSasPermissions(read=True, add=True, create=True, write=True, delete=True, list=True),
+            expiry=datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=2), protocol="https,http")
+
+    # -- environments of the tools ------------------------------------------------------------
+
+    def cms_env(self) -> dict:
+        return {**os.environ, "CLOUDMESH_CONFIG_DIR": str(self.config_dir)}
+
+    @staticmethod
+    def rclone_env() -> dict:
+        """rclone's S3 backend fails on AWS_CA_BUNDLE ('unsupported transport'): leave it out."""
+        return {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
+
+    def azcopy_env(self) -> dict:
+        return {**os.environ, "AZCOPY_LOG_LOCATION": str(self.workdir / "azcopy"),
+                "AZCOPY_JOB_PLAN_LOCATION": str(self.workdir / "azcopy" / "plans")}
+
+    # -- commands -----------------------------------------------------------------------------
+
+    def cms_command(self, source: Loc, target: Loc, recursive: bool, *extra: str) -> list[str]:
+        cms = Path(sys.executable).with_name("cms")
+        return [str(cms), "transfer", "copy", f"--source={source.cms()}", f"--target={target.cms()}",
+                *(["-r"] if recursive else []), "--output=json", *extra]
+
+    def rclone_command(self, source: Loc, target: Loc, single: bool, *extra: str) -> list[str]:
+        return ["rclone", "--config", str(self.rclone_conf), "copyto" if single else "copy",
+                source.rclone(self.local_root), target.rclone(self.local_root), *extra]
+
+    def azcopy_command(self, source: Loc, target: Loc) -> list[str]:
+        url = f"{self.em.azure_endpoint}/{emulators.CONTAINER}/{target.path}?{self.sas}"
+        return [str(self.azcopy), "copy", f"{self.local_root / source.path}/*", url,
+                "--recursive", "--from-to=LocalBlob"]
+
+    def command(self, tool: str, case: Case, target: Loc, cms_extra: tuple = ()) -> tuple[list[str], dict]:
+        if tool == "cms":
+            return self.cms_command(case.source, target, not case.single, *cms_extra), self.cms_env()
+        if tool == "rclone":
+            extra = ["--s3-no-head"] if case.key == "b" else []
+            return self.rclone_command(case.source, target, case.single, *extra), self.rclone_env()
+        return self.azcopy_command(case.source, target), self.azcopy_env()
+
+    # -- objects in the emulators ---------------------------------------------------------------
+
+    def listing(self, loc: Loc) -> list[tuple[str, int]]:
+        """(key, size) of every object at or under a path."""
+        if loc.store == "s3":
+            pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=emulators.BUCKET, Prefix=loc.path)
+            return [(o["Key"], o["Size"]) for page in pages for o in page.get("Contents", [])]
+        if loc.store == "azure":
+            return [(b.name, b.size) for b in self.container.list_blobs(name_starts_with=loc.path)]
+        root = self.local_root / loc.path
+        files = [root] if root.is_file() else [p for p in root.rglob("*") if p.is_file()]
+        return [(str(p.relative_to(self.local_root)), p.stat().st_size) for p in files]
+
+    def totals(self, loc: Loc) -> tuple[int, int]:
+        rows = self.listing(loc)
+        return sum(size for _, size in rows), len(rows)
+
+    def delete(self, loc: Loc) -> None:
+        keys = [key for key, _ in self.listing(loc)]
+        if loc.store == "s3":
+            for i in range(0, len(keys), 1000):
+                self.s3.delete_objects(Bucket=emulators.BUCKET,
+                                       Delete={"Objects": [{"Key": k} for k in keys[i:i + 1000]], "Quiet": True})
+        else:
+            for i in range(0, len(keys), 256):
+                self.container.delete_blobs(*keys[i:i + 256])
+
+    def check_copied(self, case: Case, target: Loc) -> None:
+        expected = self.sizes[case.source.path]
+        landed = self.totals(target if case.single else Loc(target.store, target.path + "/"))
+        if landed != expected:
+            raise ToolFailed(f"target holds {landed[1]} objects / {landed[0]} bytes, "
+                             f"expected {expected[1]} / {expected[0]}")
+
+    # -- the data -----------------------------------------------------------------------------
+
+    def make_data(self, cases: set[str], big: bool) -> None:
+        started = time.perf_counter()
+        if cases & {"a", "b", "e"} or big:
+            self.make_big_file()
+        if cases & {"a", "b"}:
+            self.make_big_objects(cases)
+        if cases & {"c", "d", "f"}:
+            self.make_small_files(cases)
+        if "e" in cases:
+            self.make_local_folder()
+        if big:
+            self.make_huge_object()
+        print(f"data ready in {time.perf_counter() - started:.0f} s", flush=True)
+
+    def make_big_file(self) -> None:
+        """A 1 GiB local random file: the source of the big objects and of the raw SDK writes."""
+        with open(self.big_file, "wb") as f:
+            for _ in range(GiB // PART):
+                f.write(os.urandom(PART))
+
+    def make_big_objects(self, cases: set[str]) -> None:
+        """The 1 GiB file uploaded to S3 (multipart, 8 MiB parts) and to Azure (blocks) with the SDKs."""
+        from boto3.s3.transfer import TransferConfig
+        if "a" in cases:
+            self.s3.upload_file(str(self.big_file), emulators.BUCKET, "big/file.bin",
+                                Config=TransferConfig(multipart_chunksize=PART, max_concurrency=SDK_THREADS))
+        if "b" in cases:
+            with open(self.big_file, "rb") as f:
+                self.container.upload_blob("big/file.bin", f, length=GiB, overwrite=True,
+                                           max_concurrency=SDK_THREADS)
+        self.sizes["big/file.bin"] = (GiB, 1)
+
+    def make_small_files(self, cases: set[str]) -> None:
+        """1,000 random files of 64 KiB in S3 and in Azure, uploaded 16 at a time."""
+        names = [f"small/f{i:04d}.bin" for i in range(SMALL_FILES)]
+
+        def put(name: str) -> None:
+            data = os.urandom(SMALL_SIZE)
+            if cases & {"c", "f"}:
+                self.s3.put_object(Bucket=emulators.BUCKET, Key=name, Body=data)
+            if "d" in cases:
+                self.container.upload_blob(name, data, overwrite=True)
+
+        parallel(put, names, 16)
+        self.sizes["small"] = (SMALL_FILES * SMALL_SIZE, SMALL_FILES)
+
+    def make_local_folder(self) -> None:
+        total, count = 0, 0
+        for sub, number, size in FOLDER:
+            (self.local_root / "folder" / sub).mkdir(parents=True, exist_ok=True)
+            for i in range(number):
+                (self.local_root / "folder" / sub / f"{sub}{i:03d}.bin").write_bytes(os.urandom(size))
+                total, count = total + size, count + 1
+        self.sizes["folder"] = (total, count)
+
+    def make_huge_object(self) -> None:
+        """4 GiB in S3: the 1 GiB file's parts four times over, uploaded as 8 MiB parts."""
+        self.s3_multipart_write("huge/file.bin", 4 * GiB)
+        self.sizes["huge/file.bin"] = (4 * GiB, 1)
+
+    # -- raw SDK rates: the emulators' own limit ----------------------------------------------
+
+    def part_of_big_file(self, fd: int, number: int) -> bytes:
+        return os.pread(fd, PART, (number * PART) % GiB)
+
+    def s3_multipart_write(self, key: str, size: int) -> None:
+        upload = self.s3.create_multipart_upload(Bucket=emulators.BUCKET, Key=key)["UploadId"]
+        fd = os.open(self.big_file, os.O_RDONLY)
+        try:
+            def put(number: int) -> dict:
+                response = self.s3.upload_part(Bucket=emulators.BUCKET, Key=key, UploadId=upload,
+                                               PartNumber=number + 1, Body=self.part_of_big_file(fd, number))
+                return {"PartNumber": number + 1, "ETag": response["ETag"]}
+            parts = parallel(put, range(size // PART), SDK_THREADS)
+        finally:
+            os.close(fd)
+        self.s3.complete_multipart_upload(Bucket=emulators.BUCKET, Key=key, UploadId=upload,
+                                          MultipartUpload={"Parts": parts})
+
+    def azure_block_write(self, key: str, size: int) -> None:
+        from azure.storage.blob import BlobBlock
+        blob = self.container.get_blob_client(key)
+        fd = os.open(self.big_file, os.O_RDONLY)
+        try:
+            def stage(number: int) -> str:
+                block = f"{number:08d}"
+                blob.stage_block(block, self.part_of_big_file(fd, number), length=PART)
+                return block
+            blocks = parallel(stage, range(size // PART), SDK_THREADS)
+        finally:
+            os.close(fd)
+        blob.commit_block_list([BlobBlock(b) for b in blocks])
+
+    def s3_stream_read(self, key: str) -> int:
+        body, total = self.s3.get_object(Bucket=emulators.BUCKET, Key=key)["Body"], 0
+        while chunk := body.read(PART):
+            total += len(chunk)
+        return total
+
+    def azure_stream_read(self, key: str) -> int:
+        stream, total = self.container.get_blob_client(key).download_blob(max_concurrency=1), 0
+        while chunk := stream.read(PART):
+            total += len(chunk)
+        return total
+
+    def sdk_sample(self, action) -> Sample:
+        moto0, azurite0 = cpu_seconds(self.moto_pid), cpu_seconds(self.azurite_pid)
+        cpu0, start = time.process_time(), time.perf_counter()
+        action()
+        return Sample(seconds=time.perf_counter() - start, rss_mib=0, cpu_client=time.process_time() - cpu0,
+                      cpu_moto=cpu_seconds(self.moto_pid) - moto0,
+                      cpu_azurite=cpu_seconds(self.azurite_pid) - azurite0)
+
+    def measure_limit(self, case: Case) -> tuple[Measurement | None, Measurement]:
+        """Raw SDK read rate of the case's source and write rate of its target, `runs` times.
+        A local source (case e) is no limit (it is in the page cache): only the write is measured."""
+        key = case.source.path
+        read = None
+        if case.source.store != "local":
+            read = Measurement(case.key, f"SDK read ({case.source.store})", GiB, 1,
+                               note="one stream, 8 MiB reads")
+            reader = self.s3_stream_read if case.source.store == "s3" else self.azure_stream_read
+            for _ in range(self.runs):
+                read.samples.append(self.sdk_sample(lambda: reader(key)))
+        write = Measurement(case.key, f"SDK write ({case.target_store})", GiB, 1,
+                            note=f"8 MiB parts, {SDK_THREADS} threads")
+        writer = self.s3_multipart_write if case.target_store == "s3" else self.azure_block_write
+        for run in range(self.runs):
+            target = Loc(case.target_store, f"bench/{case.key}/sdk/{run}/file.bin")
+            write.samples.append(self.sdk_sample(lambda: writer(target.path, GiB)))
+            self.delete(target)
+        return read, write
+
+    # -- running the tools --------------------------------------------------------------------
+
+    def one_run(self, tool: str, case: Case, target: Loc, cms_extra: tuple = (), keep: bool = False) -> Sample:
+        """Copy the case's source to `target` with a tool, check what landed, delete it."""
+        command, env = self.command(tool, case, target, cms_extra)
+        log = self.logs / f"{case.key}-{tool}-{target.path.replace('/', '_')}"
+        try:
+            sample, stdout = run_command(command, env, log, self.moto_pid, self.azurite_pid)
+            if tool == "cms":
+                status = cms_status(stdout)
+                if status.get("state") != "completed":
+                    raise ToolFailed(f"state {status.get('state')}: {status.get('errors', [])[:1]}")
+                sample.engine_seconds, sample.bytes_done = status.get("seconds"), status.get("bytes_done")
+            self.check_copied(case, target)
+        finally:
+            if not keep:
+                self.delete(target if case.single else Loc(target.store, target.path + "/"))
+        return sample
+
+    def target_for(self, case: Case, tool: str, run: str) -> Loc:
+        base = Loc(case.target_store, f"bench/{case.key}/{re.sub(r'[^A-Za-z0-9.-]+', '-', tool)}/{run}")
+        return base.child(Path(case.source.path).name) if case.single else base
+
+    def with_retries(self, tool: str, what: str, action) -> Sample:
+        """Run one measurement; cms runs are retried (after a pause) when they fail."""
+        attempts = CMS_RETRIES if tool == "cms" else 1
+        for attempt in range(1, attempts + 1):
+            try:
+                return action()
+            except ToolFailed as e:
+                message = f"{what}: {tool} attempt {attempt} failed: {e}"
+                print("  " + message, flush=True)
+                self.failures.append(message)
+                if attempt == attempts:
+                    raise
+                time.sleep(20)
+
+    def measure_tool(self, case: Case, tool: str, warmup: bool = True, cms_extra: tuple = (),
+                     label: str | None = None) -> Measurement:
+        nbytes, nobjects = self.sizes[case.source.path]
+        result = Measurement(case.key, label or tool, nbytes, nobjects)
+        for run in range(0 if warmup else 1, self.runs + 1):
+            target = self.target_for(case, label or tool, str(run))
+            try:
+                sample = self.with_retries(tool, f"({case.key}) run {run}",
+                                           lambda: self.one_run(tool, case, target, cms_extra))
+            except ToolFailed as e:
+                result.failures.append(str(e))
+                continue
+            if run == 0:
+                result.warmup = sample
+            else:
+                result.samples.append(sample)
+            print(f"  ({case.key}) {label or tool:<22} run {run}{' (warm-up)' if run == 0 else ''}: "
+                  f"{sample.seconds:7.2f} s  {nbytes / MiB / sample.seconds:8.1f} MiB/s  "
+                  f"RSS {sample.rss_mib:6.0f} MiB  CPU {sample.cpu_client:5.1f} s", flush=True)
+        return result
+
+    def measure_sync(self, case: Case, tool: str) -> Measurement:
+        """Copy once (not timed), then time reruns: cms with --sync, rclone's plain rerun."""
+        nbytes, nobjects = self.sizes[case.source.path]
+        result = Measurement(case.key, f"{tool} rerun", nbytes, nobjects)
+        target = self.target_for(case, tool, "sync")
+        extra = ("--sync",)
+        try:
+            self.with_retries(tool, f"({case.key}) first copy",
+                              lambda: self.one_run(tool, case, target, keep=True))
+            for run in range(0, self.runs + 1):
+                try:
+                    sample = self.with_retries(tool, f"({case.key}) rerun {run}",
+                                               lambda: self.sync_rerun(tool, case, target, extra))
+                except ToolFailed as e:
+                    result.failures.append(str(e))
+                    continue
+                if run == 0:
+                    result.warmup = sample
+                else:
+                    result.samples.append(sample)
+                print(f"  ({case.key}) {tool + ' rerun':<22} run {run}{' (warm-up)' if run == 0 else ''}: "
+                      f"{sample.seconds:7.2f} s  bytes copied {sample.bytes_done}  "
+                      f"RSS {sample.rss_mib:6.0f} MiB", flush=True)
+        except ToolFailed as e:
+            result.failures.append(f"first copy: {e}")
+        finally:
+            self.delete(Loc(target.store, target.path + "/"))
+        return result
+
+    def sync_rerun(self, tool: str, case: Case, target: Loc, extra: tuple) -> Sample:
+        command, env = self.command(tool, case, target, extra)
+        log = self.logs / f"{case.key}-{tool}-rerun"
+        sample, stdout = run_command(command, env, log, self.moto_pid, self.azurite_pid)
+        if tool == "cms":
+            status = cms_status(stdout)
+            if status.get("state") != "completed":
+                raise ToolFailed(f"state {status.get('state')}: {status.get('errors', [])[:1]}")
+            sample.engine_seconds, sample.bytes_done = status.get("seconds"), status.get("bytes_done")
+        self.check_copied(case, target)
+        return sample
+
+
+def parallel(function, items, threads: int) -> list:
+    """function over items on `threads` threads, in order; on Ctrl-C the queue is dropped."""
+    pool = ThreadPoolExecutor(threads)
+    try:
+        results = list(pool.map(function, items))
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
+    return results
+
+
+# ---------------------------------------------------------------------------------------------
+# Running the cases
+# ---------------------------------------------------------------------------------------------
+
+def run_cases(bench: Bench, cases: list[str]) -> tuple[list[Measurement], dict[str, dict]]:
+    measurements, limits = [], {}
+    for key in cases:
+        case = CASES[key]
+        print(f"\n({key}) {case.title}", flush=True)
+        if case.kind == "sync":
+            measurements += [bench.measure_sync(case, "cms"), bench.measure_sync(case, "rclone")]
+            continue
+        tools = ["cms", "azcopy", "rclone"] if case.kind == "folder" else ["cms", "rclone"]
+        measurements += [bench.measure_tool(case, tool) for tool in tools]
+        if case.kind in ("large", "folder"):
+            read, write = bench.measure_limit(case)
+            for m in (read, write):
+                if m:
+                    measurements.append(m)
+                    print(f"  ({key}) {m.tool:<22} median {m.seconds:7.2f} s  {m.mib_s:8.1f} MiB/s", flush=True)
+            rates = [m.mib_s for m in (read, write) if m and m.mib_s]
+            limits[key] = {"read_mib_s": read.mib_s if read else None, "write_mib_s": write.mib_s,
+                           "limit_mib_s": min(rates) if rates else None}
+    return measurements, limits
+
+
+def run_big(bench: Bench, measurements: list[Measurement]) -> Measurement:
+    print(f"\n(big) {BIG.title}", flush=True)
+    result = bench.measure_tool(BIG, "cms", warmup=False)
+    measurements.append(result)
+    return result
+
+
+def run_sweep(bench: Bench, cases: list[str]) -> list[Measurement]:
+    """cms for the copy cases at every --parallel x --chunksize, `runs` runs each, no warm-up."""
+    results = []
+    for key in [k for k in cases if CASES[k].kind in ("large", "small")]:
+        case = CASES[key]
+        print(f"\n(sweep {key}) {case.title}", flush=True)
+        for chunk in SWEEP_CHUNKSIZE:
+            for par in SWEEP_PARALLEL:
+                label = f"cms p={par} c={chunk}"
+                m = bench.measure_tool(case, "cms", warmup=False, label=label,
+                                       cms_extra=(f"--parallel={par}", f"--chunksize={chunk}"))
+                m.knobs = {"parallel": par, "chunksize": chunk}
+                results.append(m)
+    return results
+
+
+# ---------------------------------------------------------------------------------------------
+# Targets of the issue
+# ---------------------------------------------------------------------------------------------
+
+def find(measurements: list[Measurement], case: str, tool: str) -> Measurement | None:
+    return next((m for m in measurements if m.case == case and m.tool == tool and m.samples), None)
+
+
+def evaluate(measurements: list[Measurement], limits: dict) -> list[dict]:
+    targets = []
+    for key in ("a", "b"):
+        cms, rclone, limit = find(measurements, key, "cms"), find(measurements, key, "rclone"), limits.get(key, {})
+        if cms and rclone and limit.get("limit_mib_s"):
+            need = min(1.3 * rclone.mib_s, 0.9 * limit["limit_mib_s"])
+            targets.append({"case": key, "target": "throughput >= min(1.3 x rclone, 0.9 x emulator limit)",
+                            "cms": f"{cms.mib_s:.1f} MiB/s",
+                            "reference": f"rclone {rclone.mib_s:.1f}, limit {limit['limit_mib_s']:.1f}; "
+                                         f"needed {need:.1f} MiB/s",
+                            "ratio": f"{cms.mib_s / rclone.mib_s:.2f} x rclone, "
+                                     f"{cms.mib_s / limit['limit_mib_s']:.2f} x limit",
+                            "met": cms.mib_s >= need})
+        if cms:
+            targets.append({"case": key, "target": "peak cms RSS < 200 MiB (defaults, 1 GiB object)",
+                            "cms": f"{cms.rss_mib:.0f} MiB", "reference": "200 MiB",
+                            "ratio": f"{cms.rss_mib / 200:.2f}", "met": cms.rss_mib < 200})
+    for key in ("c", "d"):
+        cms, rclone = find(measurements, key, "cms"), find(measurements, key, "rclone")
+        if cms and rclone:
+            targets.append({"case": key, "target": "wall time <= 0.7 x rclone",
+                            "cms": f"{cms.seconds:.2f} s", "reference": f"rclone {rclone.seconds:.2f} s",
+                            "ratio": f"{cms.seconds / rclone.seconds:.2f}",
+                            "met": cms.seconds <= 0.7 * rclone.seconds})
+    cms, azcopy = find(measurements, "e", "cms"), find(measurements, "e", "azcopy")
+    if cms and azcopy:
+        targets.append({"case": "e", "target": "throughput >= AzCopy",
+                        "cms": f"{cms.mib_s:.1f} MiB/s", "reference": f"AzCopy {azcopy.mib_s:.1f} MiB/s",
+                        "ratio": f"{cms.mib_s / azcopy.mib_s:.2f}", "met": cms.mib_s >= azcopy.mib_s})
+    cms, rclone = find(measurements, "f", "cms rerun"), find(measurements, "f", "rclone rerun")
+    if cms:
+        copied = {s.bytes_done for s in cms.samples + ([cms.warmup] if cms.warmup else [])}
+        targets.append({"case": "f", "target": "--sync rerun < 3 s and 0 bytes copied",
+                        "cms": f"{cms.seconds:.2f} s, bytes_done {sorted(copied)}",
+                        "reference": f"rclone rerun {rclone.seconds:.2f} s" if rclone else "",
+                        "ratio": f"{cms.seconds / rclone.seconds:.2f} x rclone" if rclone else "",
+                        "met": cms.seconds < 3 and copied == {0}})
+    big, one = find(measurements, "big", "cms"), find(measurements, "a", "cms")
+    if big and one:
+        targets.append({"case": "big", "target": "4 GiB peak RSS within 10% of the 1 GiB run",
+                        "cms": f"{big.rss_mib:.0f} MiB ({big.mib_s:.1f} MiB/s)",
+                        "reference": f"1 GiB: {one.rss_mib:.0f} MiB",
+                        "ratio": f"{big.rss_mib / one.rss_mib:.2f}", "met": big.rss_mib <= 1.1 * one.rss_mib})
+    return targets
+
+
+# ---------------------------------------------------------------------------------------------
+# Reporting
+# ---------------------------------------------------------------------------------------------
+
+def number(value, digits: int = 1) -> str:
+    return "" if value is None else f"{value:.{digits}f}"
+
+
+def title(key: str) -> str:
+    return BIG.title if key == "big" else CASES[key].title
+
+
+def measurements_table(measurements: list[Measurement], limits: dict) -> str:
+    lines = ["| case | tool | runs (s) | median s | MiB/s | peak RSS MiB | CPU s: client / moto / Azurite |",
+             "| --- | --- | --- | ---: | ---: | ---: | --- |"]
+    for m in measurements:
+        runs = ", ".join(f"{s.seconds:.2f}" for s in m.samples) or "failed"
+        cpu = " / ".join(number(m.median(n)) for n in ("cpu_client", "cpu_moto", "cpu_azurite")) if m.samples else ""
+        tool = m.tool + (f" ({m.note})" if m.note else "")
+        lines.append(f"| ({m.case}) {title(m.case)} | {tool} | {runs} | {number(m.seconds, 2)} | "
+                     f"{number(m.mib_s)} | {number(m.rss_mib, 0) if m.rss_mib else ''} | {cpu} |")
+        if m.failures:
+            lines.append(f"| | {m.tool}: {len(m.failures)} failed run(s) | {m.failures[0][:120]} | | | | |")
+    for key, limit in limits.items():
+        if limit.get("limit_mib_s"):
+            lines.append(f"| ({key}) {title(key)} | **emulator limit** = min(read, write) | | | "
+                         f"{number(limit['limit_mib_s'])} | | |")
+    return "\n".join(lines)
+
+
+def targets_table(targets: list[dict]) -> str:
+    lines = ["| case | target | cms | reference | ratio | met |", "| --- | --- | --- | --- | --- | --- |"]
+    for t in targets:
+        lines.append(f"| ({t['case']}) | {t['target']} | {t['cms']} | {t['reference']} | {t['ratio']} | "
+                     f"{'yes' if t['met'] else '**no**'} |")
+    return "\n".join(lines)
+
+
+def sweep_table(sweep: list[Measurement]) -> str:
+    lines = ["| case | --parallel | --chunksize | median s | MiB/s | peak RSS MiB | CPU s: cms / moto / Azurite |",
+             "| --- | ---: | --- | ---: | ---: | ---: | --- |"]
+    for m in sweep:
+        knobs = m.knobs
+        cpu = " / ".join(number(m.median(n)) for n in ("cpu_client", "cpu_moto", "cpu_azurite")) if m.samples else ""
+        lines.append(f"| ({m.case}) {title(m.case)} | {knobs['parallel']} | {knobs['chunksize']} | "
+                     f"{number(m.seconds, 2) or 'failed'} | {number(m.mib_s)} | {number(m.rss_mib, 0)} | {cpu} |")
+    return "\n".join(lines)
+
+
+def machine_facts(azcopy: Path) -> dict:
+    def output(command: list[str], env: dict | None = None) -> str:
+        try:
+            return subprocess.run(command, capture_output=True, text=True, env=env, timeout=60).stdout.strip()
+        except OSError:
+            return "unknown"
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    memory = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
+                  if line.startswith("MemTotal"))
+    azurite = json.loads((REPO / "deploy" / "node_modules" / "azurite" / "package.json").read_text())["version"]
+    return {
+        "nproc": os.cpu_count(), "cpu": cpu, "memory_gib": round(memory / 1024**2, 1),
+        "kernel": platform.release(), "python": platform.python_version(),
+        "rclone": output(["rclone", "version"]).splitlines()[0] if shutil.which("rclone") else "missing",
+        "azcopy": output([str(azcopy), "--version"], {**os.environ, "AZCOPY_LOG_LOCATION": tempfile.gettempdir()}),
+        "azurite": azurite, "moto": importlib.metadata.version("moto"),
+        "boto3": importlib.metadata.version("boto3"),
+        "azure-storage-blob": importlib.metadata.version("azure-storage-blob"),
+        "cloudmesh-transfer": output(["git", "-C", str(REPO), "describe", "--always", "--dirty"]),
+    }
+
+
+def write_results(report: dict, text: str, measurements: list[Measurement], limits: dict,
+                  sweep: list[Measurement]) -> None:
+    (HERE / "results.md").write_text(text)
+    (HERE / "results.json").write_text(json.dumps(report, indent=2) + "\n")
+    try:
+        plot(measurements, limits, sweep, HERE / "results.png")
+    except Exception as e:          # a plot must not cost the measurements
+        print(f"could not draw results.png: {e}", file=sys.stderr)
+
+
+def markdown(report: dict, measurements_md: str, targets_md: str, sweep_md: str) -> str:
+    facts = report["machine"]
+    lines = [f"# cms transfer benchmark, {report['date']}", "",
+             f"Command: `{report['command']}` (total {report['total_seconds'] / 60:.1f} min; "
+             f"{report['runs']} counted runs per case and tool after one warm-up run; medians shown).", "",
+             "Machine: " + ", ".join(f"{k} {v}" for k, v in facts.items()), "",
+             "Data: 1 GiB random object in S3 (boto3 multipart, 8 MiB parts) and in Azure (SDK blocks); "
+             f"{SMALL_FILES:,} random files of 64 KiB in each; local folder for (e): "
+             + " + ".join(f"{n} files of {s // KiB} KiB" for _, n, s in FOLDER) + ". "
+             "Every run copies to a fresh prefix, is checked (count, bytes) and deleted. Tools use their "
+             "defaults (cms --parallel 4 --chunksize 8MiB; rclone --transfers 4; AzCopy --from-to=LocalBlob). "
+             "Wall time includes process start-up. The emulator limit is min(raw SDK read of the source, one "
+             "stream of 8 MiB reads; raw SDK write of the target, 8 MiB parts on 8 threads).", "",
+             "## Targets", "", targets_md, "", "## Measurements", "", measurements_md, ""]
+    if sweep_md:
+        lines += ["## Sweep (cms --parallel x --chunksize)", "", sweep_md, ""]
+    if report["failures"]:
+        lines += ["## Failures", ""] + [f"- {f}" for f in report["failures"]] + [""]
+    return "\n".join(lines)
+
+
+def plot(measurements: list[Measurement], limits: dict, sweep: list[Measurement], path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    axes_needed = 3 if sweep else 2
+    fig, axes = plt.subplots(1, axes_needed, figsize=(6 * axes_needed, 4.8))
+    throughput_cases = [k for k in ("a", "b", "e") if find(measurements, k, "cms")]
+    bars = {"cms": [], "peer": [], "emulator limit": []}
+    for key in throughput_cases:
+        peer = find(measurements, key, CASES[key].peer)
+        bars["cms"].append(find(measurements, key, "cms").mib_s)
+        bars["peer"].append(peer.mib_s if peer else 0)
+        bars["emulator limit"].append((limits.get(key) or {}).get("limit_mib_s") or 0)
+    grouped_bars(axes[0], [f"({k}) {CASES[k].title}\npeer: {CASES[k].peer}" for k in throughput_cases], bars,
+                 "MiB/s (higher is better)")
+    time_cases = [(k, t) for k, t in (("c", "cms"), ("d", "cms"), ("f", "cms rerun")) if find(measurements, k, t)]
+    bars = {"cms": [], "rclone": []}
+    for key, tool in time_cases:
+        bars["cms"].append(find(measurements, key, tool).seconds)
+        peer = find(measurements, key, tool.replace("cms", "rclone"))
+        bars["rclone"].append(peer.seconds if peer else 0)
+    grouped_bars(axes[1], [f"({k}) {CASES[k].title}" for k, _ in time_cases], bars, "seconds (lower is better)")
+    if sweep:
+        configs = [(c, p) for c in SWEEP_CHUNKSIZE for p in SWEEP_PARALLEL]
+        bars = {}
+        for key in sorted({m.case for m in sweep}):
+            by_config = {(m.knobs["chunksize"], m.knobs["parallel"]): m.mib_s or 0 for m in sweep if m.case == key}
+            bars[f"({key})"] = [by_config.get(c, 0) for c in configs]
+        labels = [f"p{p}\n{c}" for c, p in configs]
+        grouped_bars(axes[2], labels, bars, "cms MiB/s by --parallel / --chunksize")
+    fig.suptitle("cms transfer vs rclone / AzCopy on moto + Azurite")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def grouped_bars(ax, labels: list[str], series: dict[str, list[float]], ylabel: str) -> None:
+    width = 0.8 / max(1, len(series))
+    for i, (name, values) in enumerate(series.items()):
+        positions = [x + (i - (len(series) - 1) / 2) * width for x in range(len(labels))]
+        ax.bar(positions, values, width, label=name)
+    ax.set_xticks(range(len(labels)))
+    ax.set_xticklabels(labels, fontsize=7)
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=8)
+
+
+# ---------------------------------------------------------------------------------------------
+# Main
+# ---------------------------------------------------------------------------------------------
+
+def arguments(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=3, help="counted runs per case and tool (default 3)")
+    parser.add_argument("--only", default="", help="cases to run, e.g. a,c,f (default: all of a-f)")
+    parser.add_argument("--big", action="store_true", help="add a 4 GiB object S3 -> Azure with cms (RSS)")
+    parser.add_argument("--sweep", action="store_true", help="cms on (a)-(d) at --parallel 4..32 x --chunksize")
+    parser.add_argument("--workdir", help="where data and emulator files go (default: a new temp dir)")
+    args = parser.parse_args(argv)
+    args.cases = [c for c in CASES if c in set(args.only.replace(",", " ").split())] if args.only else list(CASES)
+    unknown = set(args.only.replace(",", " ").split()) - set(CASES)
+    if unknown or args.runs < 1:
+        parser.error(f"unknown case(s) {sorted(unknown)}; choose from {', '.join(CASES)}" if unknown
+                     else "--runs must be at least 1")
+    return args
+
+
+def command_line(argv: list[str]) -> str:
+    """This run's command, relative to the repository where it can be."""
+    def shown(path: str) -> str:
+        return os.path.relpath(path, REPO) if path.startswith(str(REPO)) else path
+    return shlex.join([shown(sys.executable), shown(os.path.abspath(sys.argv[0]))] + argv)
+
+
+def stop_on_sigterm() -> None:
+    """SIGTERM ends the run like Ctrl-C, so the emulators are stopped on the way out."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, interrupt)
+
+
+def main(argv: list[str]) -> int:
+    args = arguments(argv)
+    started, date = time.perf_counter(), datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+    stop_on_sigterm()
+    ensure_debian_packages()
+    azcopy = ensure_azcopy()
+    ensure_matplotlib()
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="cmtransfer-bench-"))
+    bench = Bench(workdir, args.runs, azcopy)
+    sweep: list[Measurement] = []
+    try:
+        bench.start()
+        bench.make_data(set(args.cases), args.big)
+        measurements, limits = run_cases(bench, args.cases)
+        if args.big:
+            run_big(bench, measurements)
+        if args.sweep:
+            sweep = run_sweep(bench, args.cases)
+    finally:
+        bench.stop()
+        if not args.workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+    targets = evaluate(measurements, limits)
+    report = {"date": date, "command": command_line(argv),
+              "runs": args.runs, "total_seconds": time.perf_counter() - started, "machine": machine_facts(azcopy),
+              "cases": {k: title(k) for k in args.cases}, "limits": limits, "targets": targets,
+              "measurements": [m.as_dict() for m in measurements], "sweep": [m.as_dict() for m in sweep],
+              "failures": bench.failures}
+    measurements_md, targets_md = measurements_table(measurements, limits), targets_table(targets)
+    sweep_md = sweep_table(sweep) if sweep else ""
+    text = markdown(report, measurements_md, targets_md, sweep_md)
+    print("\n" + text)
+    write_results(report, text, measurements, limits, sweep)
+    print(f"wrote {HERE / 'results.md'}, results.json and results.png", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except KeyboardInterrupt:
+        print("\ninterrupted; emulators stopped", file=sys.stderr)
+        sys.exit(130)
