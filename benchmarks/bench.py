@@ -11,7 +11,7 @@ What it measures, in one run, on the same emulators and the same data for every 
   (f) a --sync rerun of a finished 1,000-file S3 -> Azure copy: cms --sync vs rclone's own rerun
 
 For each case and tool: the median wall time of --runs runs (after one warm-up run that is not
-counted), MiB/s, the client's peak RSS (ru_maxrss from os.wait4) and the CPU seconds spent by
+counted), MiB/s, the client's peak RSS (GNU time's %M) and the CPU seconds spent by
 the client, moto and Azurite during the run. Each run copies to a fresh target prefix, which is
 checked (object count and bytes) and then deleted. The emulators' limit for a large case is
 min(raw SDK read rate of the source, raw SDK write rate of the target), measured in the same run.
@@ -72,8 +72,10 @@ TICKS = os.sysconf("SC_CLK_TCK")
 # ---------------------------------------------------------------------------------------------
 
 def ensure_debian_packages() -> None:
-    """rclone, and libsecret (which AzCopy links against), from apt when missing."""
+    """rclone, GNU time (peak RSS) and libsecret (which AzCopy links against), from apt when missing."""
     missing = [] if shutil.which("rclone") else ["rclone"]
+    if not os.access("/usr/bin/time", os.X_OK):
+        missing.append("time")
     if not ctypes.util.find_library("secret-1"):
         missing.append("libsecret-1-0")
     if missing:
@@ -171,33 +173,47 @@ def cpu_seconds(pid: int) -> float:
 def run_command(command: list[str], env: dict, log: Path, moto_pid: int, azurite_pid: int) -> tuple[Sample, str]:
     """Run a command to its end; its wall time, peak RSS and CPU, and its stdout.
 
-    Peak RSS and CPU come from os.wait4 on the child itself; the emulators' CPU from /proc.
-    The child is killed if it hangs or if we are interrupted, so none is left behind."""
+    Peak RSS and CPU come from GNU time (%M, %U, %S), not from os.wait4 on our own child: a child
+    that Python starts (vfork/fork, then exec) inherits this process's RSS high-water mark in
+    ru_maxrss, so every tool would show at least the benchmark's own ~90 MiB. GNU time is small
+    and forks the tool itself. The emulators' CPU comes from /proc. The tool runs in its own
+    process group, which is killed if it hangs or if we are interrupted, so none is left behind."""
     moto0, azurite0 = cpu_seconds(moto_pid), cpu_seconds(azurite_pid)
+    usage = log.with_suffix(".time")
+    timed = ["/usr/bin/time", "-f", "%M %U %S", "-o", str(usage), *command]
     with open(log.with_suffix(".out"), "w+") as out, open(log.with_suffix(".err"), "w+") as err:
         start = time.perf_counter()
-        process = subprocess.Popen(command, env=env, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
-        timer = threading.Timer(RUN_TIMEOUT, process.kill)
+        process = subprocess.Popen(timed, env=env, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
+                                   start_new_session=True)
+        timer = threading.Timer(RUN_TIMEOUT, kill_group, [process])
         timer.start()
         try:
-            _, status, usage = os.wait4(process.pid, 0)
-        except BaseException:
-            process.kill()
             process.wait()
+        except BaseException:
+            kill_group(process)
             raise
         finally:
             timer.cancel()
         seconds = time.perf_counter() - start
-        process.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)
         stdout, stderr = out.read(), err.read()
-    sample = Sample(seconds=seconds, rss_mib=usage.ru_maxrss / KiB, cpu_client=usage.ru_utime + usage.ru_stime,
-                    cpu_moto=cpu_seconds(moto_pid) - moto0, cpu_azurite=cpu_seconds(azurite_pid) - azurite0)
     if process.returncode != 0:
         tail = " | ".join((stderr.strip() or stdout.strip()).splitlines()[-3:])
         raise ToolFailed(f"exit {process.returncode}: {tail[:400]}")
+    rss_kib, user, system = usage.read_text().split("\n")[-2].split()
+    sample = Sample(seconds=seconds, rss_mib=int(rss_kib) / KiB, cpu_client=float(user) + float(system),
+                    cpu_moto=cpu_seconds(moto_pid) - moto0, cpu_azurite=cpu_seconds(azurite_pid) - azurite0)
     return sample, stdout
+
+
+def kill_group(process: subprocess.Popen) -> None:
+    """Kill GNU time and the tool under it (their own process group), and reap time."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait()
 
 
 def cms_status(stdout: str) -> dict:

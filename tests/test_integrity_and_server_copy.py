@@ -5,7 +5,10 @@ Put Block From URL)."""
 import hashlib
 import json
 import os
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import boto3
 import pytest
 
 from cloudmesh.transfer.config import load_storages
@@ -105,9 +108,6 @@ class LyingS3Client:
     """TEST DOUBLE (not S3): an S3 client whose answers claim other bytes than were sent, because
     moto does not check Content-MD5 or corrupt data, so a real mismatch cannot be provoked there."""
 
-    def put_object(self, **kwargs):
-        return {"ETag": '"%s"' % hashlib.md5(b"something else").hexdigest()}
-
     def upload_part(self, **kwargs):
         return {"ETag": '"%s"' % hashlib.md5(b"another part").hexdigest()}
 
@@ -118,8 +118,33 @@ class LyingS3Client:
         return {}
 
 
-def test_s3_put_refuses_an_etag_that_is_not_the_md5_sent():
-    storage = S3Storage("s3", LyingS3Client(), "bucket")
+@pytest.fixture
+def lying_s3_endpoint():
+    """TEST DOUBLE (not S3): a loopback HTTP server that answers every PUT with the ETag of other
+    bytes, as a store that corrupted the upload would."""
+    class Handler(BaseHTTPRequestHandler):
+        def do_PUT(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(200)
+            self.send_header("ETag", '"%s"' % hashlib.md5(b"something else").hexdigest())
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_s3_put_refuses_an_etag_that_is_not_the_md5_sent(lying_s3_endpoint):
+    client = boto3.client("s3", endpoint_url=lying_s3_endpoint, aws_access_key_id="k", aws_secret_access_key="s",
+                          region_name="us-east-1")
+    storage = S3Storage("s3", client, "bucket")
     with pytest.raises(IntegrityError, match="S3 stored other bytes"):
         storage.put("k", b"data", ObjectInfo("k", 4), hashlib.md5(b"data").digest())
 

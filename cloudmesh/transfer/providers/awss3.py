@@ -14,6 +14,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from cloudmesh.transfer.config import StorageConfig
 from cloudmesh.transfer.errors import ConfigError, IntegrityError, NotFound, TransferError
+from cloudmesh.transfer.providers import http
 from cloudmesh.transfer.providers.base import MiB, ObjectInfo, Reader, ServerCopy, SignedURLs, Storage, Upload
 
 CREDENTIAL_ERRORS = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403",
@@ -32,22 +33,6 @@ def md5_of(etag: str | None) -> str | None:
 def user_metadata(metadata: dict) -> dict:
     """The user's metadata, without the whole-object MD5 this provider keeps there."""
     return {k: v for k, v in metadata.items() if k != MD5_METADATA}
-
-
-class S3Reader(Reader):
-    def __init__(self, response: dict, whole: bool):
-        self.body = response["Body"]
-        self.content_type = response.get("ContentType")
-        metadata = response.get("Metadata") or {}
-        self.metadata = user_metadata(metadata)
-        if whole:
-            self.md5 = md5_of(response.get("ETag")) or metadata.get(MD5_METADATA)
-
-    def read(self, size: int) -> bytes:
-        return self.body.read(size)
-
-    def close(self) -> None:
-        self.body.close()
 
 
 class S3Upload(Upload):
@@ -207,17 +192,40 @@ class S3Storage(Storage, SignedURLs, ServerCopy):
             self.client.head_bucket(Bucket=self.bucket)
 
     def open(self, key: str, offset: int = 0, length: int | None = None) -> Reader:
-        ranged = {"Range": f"bytes={offset}-{'' if length is None else offset + length - 1}"} \
-            if offset or length is not None else {}
-        with self.errors(key):
-            return S3Reader(self.client.get_object(Bucket=self.bucket, Key=key, **ranged), whole=not ranged)
+        url = self.client.generate_presigned_url("get_object", Params={"Bucket": self.bucket, "Key": key})
+        response = http.send("GET", url, headers=http.byte_range(offset, length), stream=True)
+        if response.status not in (200, 206):
+            response.read()
+            self.http_error(response, key)
+        metadata = http.metadata_from(response.headers, "x-amz-meta-")
+        whole = response.status == 200
+        md5 = (md5_of(response.headers.get("ETag")) or metadata.get(MD5_METADATA)) if whole else None
+        return http.HTTPReader(response, response.headers.get("Content-Type"), user_metadata(metadata), md5)
 
     def put(self, key: str, data: bytes, source: ObjectInfo, md5: bytes) -> None:
-        with self.errors(key):
-            response = self.client.put_object(Bucket=self.bucket, Key=key, Body=data,
-                                              ContentMD5=base64.b64encode(md5).decode(), **self.headers(source))
-        if md5_of(response.get("ETag")) != md5.hex():
+        params = {"Bucket": self.bucket, "Key": key, "ContentMD5": base64.b64encode(md5).decode(),
+                  **self.headers(source)}
+        url = self.client.generate_presigned_url("put_object", Params=params)
+        headers = {"Content-MD5": params["ContentMD5"],
+                   **{f"x-amz-meta-{k}": v for k, v in params["Metadata"].items()}}
+        if "ContentType" in params:
+            headers["Content-Type"] = params["ContentType"]
+        response = http.send("PUT", url, body=data, headers=headers)
+        if response.status != 200:
+            self.http_error(response, key)
+        if md5_of(response.headers.get("ETag")) != md5.hex():
             raise IntegrityError(f"S3 stored other bytes for '{self.name}:{key}' than were sent")
+
+    def http_error(self, response, key: str):
+        """Raise the TransferError for a failed data request, as `errors` does for the SDK's."""
+        code = http.error_code(response)
+        if code == "NoSuchBucket":
+            raise NotFound(f"bucket '{self.bucket}' of storage '{self.name}' does not exist")
+        if code in ("NoSuchKey", "404"):
+            raise NotFound(f"'{self.name}:{key}' does not exist")
+        if code in CREDENTIAL_ERRORS:
+            raise ConfigError(f"storage '{self.name}' rejected its credentials ({code})")
+        raise TransferError(f"S3 error on '{self.name}:{key}': {code}")
 
     def begin(self, key: str, source: ObjectInfo) -> Upload:
         headers = self.headers(source)

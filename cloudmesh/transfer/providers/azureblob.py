@@ -10,36 +10,27 @@ import re
 import time
 from datetime import datetime, timedelta, timezone
 from typing import Iterator
+from urllib.parse import quote, urlsplit
 
 from azure.core.exceptions import (AzureError, ClientAuthenticationError, HttpResponseError,
                                    ResourceNotFoundError)
-from azure.storage.blob import (BlobBlock, BlobSasPermissions, BlobServiceClient, ContentSettings,
-                                generate_blob_sas)
+from azure.storage.blob import (BlobBlock, BlobSasPermissions, BlobServiceClient, ContainerSasPermissions,
+                                ContentSettings, generate_blob_sas, generate_container_sas)
 
 from cloudmesh.transfer.config import StorageConfig
 from cloudmesh.transfer.errors import ConfigError, IntegrityError, NotFound, TransferError, UsageError
+from cloudmesh.transfer.providers import http
 from cloudmesh.transfer.providers.base import MiB, ObjectInfo, Reader, ServerCopy, SignedURLs, Storage, Upload
 
 MAX_PUT = 5000 * MiB  # the largest blob one Put Blob request may write
 NOT_IMPLEMENTED = ("NotImplemented", "APINotImplemented")
+VERSION = {"x-ms-version": "2021-08-06"}  # the REST API version of the data requests sent over plain HTTP
 METADATA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
-class AzureReader(Reader):
-    def __init__(self, downloader, whole: bool):
-        self.downloader = downloader
-        settings = downloader.properties.content_settings
-        self.content_type = settings.content_type
-        self.metadata = downloader.properties.metadata or {}
-        if whole and settings.content_md5:
-            self.md5 = bytes(settings.content_md5).hex()
-
-    def read(self, size: int) -> bytes:
-        return self.downloader.read(size)
-
-
 def block_id(number: int) -> str:
-    return base64.b64encode(f"cmtransfer-{number:08d}".encode()).decode()
+    """The id of block `number`, as the SDK takes it (the SDK base64-encodes it on the wire)."""
+    return f"cmtransfer-{number:08d}"
 
 
 def md5_header(md5: bytes) -> dict:
@@ -55,8 +46,11 @@ class AzureUpload(Upload):
         self.numbers: set[int] = set()
 
     def put_part(self, number: int, offset: int, data: bytes, md5: bytes) -> None:
-        with self.storage.errors(self.key):
-            self.blob.stage_block(block_id(number), data, length=len(data), headers=md5_header(md5))
+        wire_id = base64.b64encode(block_id(number).encode()).decode()
+        url = self.storage.url(self.key, f"comp=block&blockid={quote(wire_id, safe='')}")
+        response = http.send("PUT", url, body=data, headers={**VERSION, **md5_header(md5)})
+        if response.status != 201:
+            self.storage.http_error(response, self.key)
         self.numbers.add(number)
 
     def complete(self, md5: bytes) -> None:
@@ -80,6 +74,7 @@ class AzureStorage(Storage, SignedURLs, ServerCopy):
         self.container = service.get_container_client(container)
         self.container_name = container
         self.from_url = True  # Put Block From URL works here until the service says otherwise
+        self._sas: tuple[str, float] | None = None
 
     @classmethod
     def from_config(cls, config: StorageConfig, chunk_size: int = 8 * MiB) -> "AzureStorage":
@@ -211,12 +206,53 @@ class AzureStorage(Storage, SignedURLs, ServerCopy):
                 self.container.get_container_properties()
             return None
 
+    def sas(self) -> str:
+        """A container SAS for the data requests, signed with the account key and renewed hourly
+        (or the SAS the storage was configured with)."""
+        now = time.time()
+        if self._sas and self._sas[1] > now:
+            return self._sas[0]
+        credential = self.container.credential
+        if getattr(credential, "account_key", None):
+            token = generate_container_sas(
+                credential.account_name, self.container_name, account_key=credential.account_key,
+                permission=ContainerSasPermissions(read=True, add=True, create=True, write=True),
+                expiry=datetime.now(timezone.utc) + timedelta(hours=2))
+        else:
+            token = urlsplit(self.container.url).query
+            if not token:
+                raise ConfigError(f"storage '{self.name}' needs an account_key or a SAS in its connection_string")
+        self._sas = (token, now + 3600)
+        return token
+
+    def url(self, key: str, query: str = "") -> str:
+        base = self.container.url.split("?", 1)[0]
+        return f"{base}/{quote(key, safe='/~')}?{query + '&' if query else ''}{self.sas()}"
+
+    def http_error(self, response, key: str):
+        """Raise the TransferError for a failed data request, as `errors` does for the SDK's."""
+        code = http.error_code(response)
+        where = f"'{self.name}:{key}'"
+        if code == "ContainerNotFound":
+            raise NotFound(f"container '{self.container_name}' of storage '{self.name}' does not exist")
+        if response.status == 404:
+            raise NotFound(f"{where} does not exist")
+        if code == "Md5Mismatch" or b"MD5" in (response.data or b""):
+            raise IntegrityError(f"Azure received other bytes for {where} than were sent ({code})")
+        if response.status == 403:
+            raise ConfigError(f"storage '{self.name}' rejected its credentials ({code})")
+        raise TransferError(f"Azure error on {where}: {code}")
+
     def open(self, key: str, offset: int = 0, length: int | None = None) -> Reader:
-        ranged = offset or length is not None
-        with self.errors(key):
-            downloader = self.container.get_blob_client(key).download_blob(
-                offset=offset if ranged else None, length=length, max_concurrency=1)
-        return AzureReader(downloader, whole=not ranged)
+        response = http.send("GET", self.url(key), headers={**VERSION, **http.byte_range(offset, length)},
+                             stream=True)
+        if response.status not in (200, 206):
+            response.read()
+            self.http_error(response, key)
+        stored = response.headers.get("Content-MD5") if response.status == 200 else None
+        return http.HTTPReader(response, response.headers.get("Content-Type"),
+                               http.metadata_from(response.headers, "x-ms-meta-"),
+                               base64.b64decode(stored).hex() if stored else None)
 
     @staticmethod
     def properties(source: ObjectInfo, md5: bytes | None) -> dict:
@@ -226,11 +262,17 @@ class AzureStorage(Storage, SignedURLs, ServerCopy):
                 "metadata": {k: v for k, v in metadata.items() if METADATA_NAME.match(k)}}
 
     def put(self, key: str, data: bytes, source: ObjectInfo, md5: bytes) -> None:
-        with self.errors(key):
-            response = self.container.get_blob_client(key).upload_blob(
-                data, length=len(data), overwrite=True, headers=md5_header(md5), **self.properties(source, md5))
-        landed = response.get("content_md5")
-        if landed is not None and bytes(landed) != md5:
+        properties = self.properties(source, md5)
+        settings = properties["content_settings"]
+        headers = {**VERSION, **md5_header(md5), "x-ms-blob-type": "BlockBlob",
+                   "x-ms-blob-content-type": settings.content_type,
+                   "x-ms-blob-content-md5": base64.b64encode(md5).decode(),
+                   **{f"x-ms-meta-{k}": v for k, v in properties["metadata"].items()}}
+        response = http.send("PUT", self.url(key), body=data, headers=headers)
+        if response.status != 201:
+            self.http_error(response, key)
+        landed = response.headers.get("Content-MD5")
+        if landed and base64.b64decode(landed) != md5:
             raise IntegrityError(f"Azure stored other bytes for '{self.name}:{key}' than were sent")
 
     def begin(self, key: str, source: ObjectInfo) -> Upload:
