@@ -441,3 +441,18 @@ def test_records_are_shared_by_two_handles_on_one_file(tmp_path):
     finally:
         first.close()
         second.close()
+
+
+# providers.http
+
+
+def test_data_requests_use_the_environment_proxy_unless_no_proxy_exempts_the_host(monkeypatch):
+    import urllib3
+
+    from cloudmesh.transfer.providers import http
+    proxy = urllib3.ProxyManager("http://127.0.0.1:3128")
+    monkeypatch.setattr(http, "PROXIES", {"https": proxy})
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    assert http.pool("https://bucket.s3.amazonaws.com/key?X-Amz-Signature=x") is proxy
+    assert http.pool("https://127.0.0.1:9000/key") is http.POOL
+    assert http.pool("http://bucket.s3.amazonaws.com/key") is http.POOL

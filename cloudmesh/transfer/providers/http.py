@@ -6,6 +6,7 @@ requests that carry object bytes (GET of an object or range, PUT of a small obje
 here; listing, multipart bookkeeping and server-side copies stay with the SDKs.
 """
 import re
+import urllib.request
 from urllib.parse import urlsplit
 
 import urllib3
@@ -13,16 +14,25 @@ import urllib3
 from cloudmesh.transfer.errors import TransferError
 from cloudmesh.transfer.providers.base import Reader
 
-POOL = urllib3.PoolManager(num_pools=8, maxsize=64, retries=False,
-                           timeout=urllib3.Timeout(connect=10, read=120))
+OPTIONS = {"num_pools": 8, "maxsize": 64, "retries": False, "timeout": urllib3.Timeout(connect=10, read=120)}
+POOL = urllib3.PoolManager(**OPTIONS)
+PROXIES = {scheme: urllib3.ProxyManager(url, **OPTIONS)
+           for scheme, url in urllib.request.getproxies().items() if scheme in ("http", "https")}
+
+
+def pool(url: str) -> urllib3.PoolManager:
+    """The direct pool, or the proxy that HTTP(S)_PROXY names unless NO_PROXY exempts the host."""
+    parts = urlsplit(url)
+    proxy = PROXIES.get(parts.scheme)
+    return proxy if proxy and not urllib.request.proxy_bypass(parts.hostname) else POOL
 
 
 def send(method: str, url: str, *, body: bytes | None = None, headers: dict | None = None,
          stream: bool = False) -> urllib3.BaseHTTPResponse:
     """One request; a connection failure names the host only (the URL carries a signature)."""
     try:
-        return POOL.request(method, url, body=body, headers=headers, preload_content=not stream,
-                            redirect=False)
+        return pool(url).request(method, url, body=body, headers=headers, preload_content=not stream,
+                                 redirect=False)
     except urllib3.exceptions.HTTPError as e:
         raise TransferError(f"cannot reach {urlsplit(url).netloc}: {e.__class__.__name__}") from None
 
