@@ -33,3 +33,9 @@ stop:
 
 clean:
 	rm -rf $(VENV) deploy/node_modules .demo
+
+# Benchmark cms transfer against rclone and AzCopy on the emulators (see benchmarks/README.md);
+# extra options go in ARGS, e.g. make bench ARGS="--sweep --runs 1".
+.PHONY: bench
+bench: install
+	$(BIN)/python benchmarks/bench.py $(ARGS)

@@ -118,6 +118,7 @@ class Sample:
     cpu_client: float
     cpu_moto: float
     cpu_azurite: float
+    cpu_other: float = 0.0                   # CPU of everything else on the machine meanwhile
     engine_seconds: float | None = None      # cms's own `seconds` (without process start-up)
     bytes_done: int | None = None            # cms's `bytes_done`
 
@@ -161,6 +162,27 @@ class ToolFailed(Exception):
     pass
 
 
+def busy_seconds() -> float:
+    """CPU seconds all CPUs have been busy since boot (user, nice, system, irq, softirq, steal)."""
+    user, nice, system, idle, iowait, irq, softirq, steal = map(int, Path("/proc/stat").read_text().split()[1:9])
+    return (user + nice + system + irq + softirq + steal) / TICKS
+
+
+class CpuMeter:
+    """CPU used by the client, moto, Azurite and everything else on the machine during a run.
+    `other` shows when something outside the benchmark competed for the CPUs."""
+
+    def __init__(self, moto_pid: int, azurite_pid: int):
+        self.pids = (moto_pid, azurite_pid)
+        self.start = (busy_seconds(), *map(cpu_seconds, self.pids))
+
+    def sample(self, seconds: float, rss_mib: float, cpu_client: float) -> Sample:
+        busy, moto, azurite = (now - then for now, then in
+                               zip((busy_seconds(), *map(cpu_seconds, self.pids)), self.start))
+        return Sample(seconds=seconds, rss_mib=rss_mib, cpu_client=cpu_client, cpu_moto=moto,
+                      cpu_azurite=azurite, cpu_other=max(0.0, busy - cpu_client - moto - azurite))
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds a running process (all its threads) has used so far."""
     try:
@@ -178,7 +200,7 @@ def run_command(command: list[str], env: dict, log: Path, moto_pid: int, azurite
     ru_maxrss, so every tool would show at least the benchmark's own ~90 MiB. GNU time is small
     and forks the tool itself. The emulators' CPU comes from /proc. The tool runs in its own
     process group, which is killed if it hangs or if we are interrupted, so none is left behind."""
-    moto0, azurite0 = cpu_seconds(moto_pid), cpu_seconds(azurite_pid)
+    meter = CpuMeter(moto_pid, azurite_pid)
     usage = log.with_suffix(".time")
     timed = ["/usr/bin/time", "-f", "%M %U %S", "-o", str(usage), *command]
     with open(log.with_suffix(".out"), "w+") as out, open(log.with_suffix(".err"), "w+") as err:
@@ -202,9 +224,7 @@ def run_command(command: list[str], env: dict, log: Path, moto_pid: int, azurite
         tail = " | ".join((stderr.strip() or stdout.strip()).splitlines()[-3:])
         raise ToolFailed(f"exit {process.returncode}: {tail[:400]}")
     rss_kib, user, system = usage.read_text().split("\n")[-2].split()
-    sample = Sample(seconds=seconds, rss_mib=int(rss_kib) / KiB, cpu_client=float(user) + float(system),
-                    cpu_moto=cpu_seconds(moto_pid) - moto0, cpu_azurite=cpu_seconds(azurite_pid) - azurite0)
-    return sample, stdout
+    return meter.sample(seconds, int(rss_kib) / KiB, float(user) + float(system)), stdout
 
 
 def kill_group(process: subprocess.Popen) -> None:
@@ -364,12 +384,13 @@ class Bench:
         return [str(self.azcopy), "copy", f"{self.local_root / source.path}/*", url,
                 "--recursive", "--from-to=LocalBlob"]
 
-    def command(self, tool: str, case: Case, target: Loc, cms_extra: tuple = ()) -> tuple[list[str], dict]:
+    def command(self, tool: str, case: Case, target: Loc, extra: tuple = ()) -> tuple[list[str], dict]:
+        """The command line and environment of one run; `extra` are options of that tool."""
         if tool == "cms":
-            return self.cms_command(case.source, target, not case.single, *cms_extra), self.cms_env()
+            return self.cms_command(case.source, target, not case.single, *extra), self.cms_env()
         if tool == "rclone":
-            extra = ["--s3-no-head"] if case.key == "b" else []
-            return self.rclone_command(case.source, target, case.single, *extra), self.rclone_env()
+            no_head = ("--s3-no-head",) if case.key == "b" else ()
+            return self.rclone_command(case.source, target, case.single, *no_head, *extra), self.rclone_env()
         return self.azcopy_command(case.source, target), self.azcopy_env()
 
     # -- objects in the emulators ---------------------------------------------------------------
@@ -514,131 +535,150 @@ class Bench:
         return total
 
     def sdk_sample(self, action) -> Sample:
-        moto0, azurite0 = cpu_seconds(self.moto_pid), cpu_seconds(self.azurite_pid)
+        """Time an SDK action in this process; its CPU and the emulators' CPU."""
+        meter = CpuMeter(self.moto_pid, self.azurite_pid)
         cpu0, start = time.process_time(), time.perf_counter()
         action()
-        return Sample(seconds=time.perf_counter() - start, rss_mib=0, cpu_client=time.process_time() - cpu0,
-                      cpu_moto=cpu_seconds(self.moto_pid) - moto0,
-                      cpu_azurite=cpu_seconds(self.azurite_pid) - azurite0)
+        return meter.sample(time.perf_counter() - start, 0, time.process_time() - cpu0)
 
-    def measure_limit(self, case: Case) -> tuple[Measurement | None, Measurement]:
-        """Raw SDK read rate of the case's source and write rate of its target, `runs` times.
-        A local source (case e) is no limit (it is in the page cache): only the write is measured."""
-        key = case.source.path
-        read = None
-        if case.source.store != "local":
-            read = Measurement(case.key, f"SDK read ({case.source.store})", GiB, 1,
-                               note="one stream, 8 MiB reads")
-            reader = self.s3_stream_read if case.source.store == "s3" else self.azure_stream_read
-            for _ in range(self.runs):
-                read.samples.append(self.sdk_sample(lambda: reader(key)))
-        write = Measurement(case.key, f"SDK write ({case.target_store})", GiB, 1,
-                            note=f"8 MiB parts, {SDK_THREADS} threads")
-        writer = self.s3_multipart_write if case.target_store == "s3" else self.azure_block_write
-        for run in range(self.runs):
-            target = Loc(case.target_store, f"bench/{case.key}/sdk/{run}/file.bin")
-            write.samples.append(self.sdk_sample(lambda: writer(target.path, GiB)))
+    def sdk_read(self, source: Loc) -> Sample:
+        reader = self.s3_stream_read if source.store == "s3" else self.azure_stream_read
+        return self.sdk_sample(lambda: reader(source.path))
+
+    def sdk_write(self, target: Loc) -> Sample:
+        writer = self.s3_multipart_write if target.store == "s3" else self.azure_block_write
+        try:
+            return self.sdk_sample(lambda: writer(target.path, GiB))
+        finally:
             self.delete(target)
-        return read, write
 
     # -- running the tools --------------------------------------------------------------------
 
-    def one_run(self, tool: str, case: Case, target: Loc, cms_extra: tuple = (), keep: bool = False) -> Sample:
-        """Copy the case's source to `target` with a tool, check what landed, delete it."""
-        command, env = self.command(tool, case, target, cms_extra)
-        log = self.logs / f"{case.key}-{tool}-{target.path.replace('/', '_')}"
+    def one_run(self, tool: str, case: Case, target: Loc, extra: tuple = (), keep: bool = False) -> Sample:
+        """Copy the case's source to `target` with a tool, check what landed, delete it (unless keep)."""
+        command, env = self.command(tool, case, target, extra)
+        log = self.logs / f"{case.key}-{target.path.replace('/', '_')}"
         try:
             sample, stdout = run_command(command, env, log, self.moto_pid, self.azurite_pid)
             if tool == "cms":
-                status = cms_status(stdout)
-                if status.get("state") != "completed":
-                    raise ToolFailed(f"state {status.get('state')}: {status.get('errors', [])[:1]}")
-                sample.engine_seconds, sample.bytes_done = status.get("seconds"), status.get("bytes_done")
+                self.take_cms_status(sample, stdout)
             self.check_copied(case, target)
         finally:
             if not keep:
                 self.delete(target if case.single else Loc(target.store, target.path + "/"))
         return sample
 
-    def target_for(self, case: Case, tool: str, run: str) -> Loc:
-        base = Loc(case.target_store, f"bench/{case.key}/{re.sub(r'[^A-Za-z0-9.-]+', '-', tool)}/{run}")
+    @staticmethod
+    def take_cms_status(sample: Sample, stdout: str) -> None:
+        status = cms_status(stdout)
+        if status.get("state") != "completed":
+            raise ToolFailed(f"state {status.get('state')}: {status.get('message')} {status.get('errors', [])[:1]}")
+        sample.engine_seconds, sample.bytes_done = status.get("seconds"), status.get("bytes_done")
+
+    def target_for(self, case: Case, label: str, run: str) -> Loc:
+        base = Loc(case.target_store, f"bench/{case.key}/{re.sub(r'[^A-Za-z0-9.-]+', '-', label)}/{run}")
         return base.child(Path(case.source.path).name) if case.single else base
 
     def with_retries(self, tool: str, what: str, action) -> Sample:
-        """Run one measurement; cms runs are retried (after a pause) when they fail."""
+        """Run one measurement; a failed cms run is retried after a pause (the engine may be
+        changing under us), and every failure is recorded."""
         attempts = CMS_RETRIES if tool == "cms" else 1
         for attempt in range(1, attempts + 1):
             try:
                 return action()
             except ToolFailed as e:
-                message = f"{what}: {tool} attempt {attempt} failed: {e}"
+                message = f"{what}: attempt {attempt} of {attempts} failed: {e}"
                 print("  " + message, flush=True)
                 self.failures.append(message)
                 if attempt == attempts:
                     raise
                 time.sleep(20)
 
-    def measure_tool(self, case: Case, tool: str, warmup: bool = True, cms_extra: tuple = (),
-                     label: str | None = None) -> Measurement:
-        nbytes, nobjects = self.sizes[case.source.path]
-        result = Measurement(case.key, label or tool, nbytes, nobjects)
+    def rounds(self, contenders: list["Contender"], warmup: bool = True) -> None:
+        """Run every contender once per round: a warm-up round (not counted), then `runs` rounds.
+        Interleaving the tools spreads the emulators' slow drift (Azurite's database saves and
+        garbage collection) evenly over them."""
         for run in range(0 if warmup else 1, self.runs + 1):
-            target = self.target_for(case, label or tool, str(run))
-            try:
-                sample = self.with_retries(tool, f"({case.key}) run {run}",
-                                           lambda: self.one_run(tool, case, target, cms_extra))
-            except ToolFailed as e:
-                result.failures.append(str(e))
-                continue
-            if run == 0:
-                result.warmup = sample
-            else:
-                result.samples.append(sample)
-            print(f"  ({case.key}) {label or tool:<22} run {run}{' (warm-up)' if run == 0 else ''}: "
-                  f"{sample.seconds:7.2f} s  {nbytes / MiB / sample.seconds:8.1f} MiB/s  "
-                  f"RSS {sample.rss_mib:6.0f} MiB  CPU {sample.cpu_client:5.1f} s", flush=True)
-        return result
-
-    def measure_sync(self, case: Case, tool: str) -> Measurement:
-        """Copy once (not timed), then time reruns: cms with --sync, rclone's plain rerun."""
-        nbytes, nobjects = self.sizes[case.source.path]
-        result = Measurement(case.key, f"{tool} rerun", nbytes, nobjects)
-        target = self.target_for(case, tool, "sync")
-        extra = ("--sync",)
-        try:
-            self.with_retries(tool, f"({case.key}) first copy",
-                              lambda: self.one_run(tool, case, target, keep=True))
-            for run in range(0, self.runs + 1):
+            for c in contenders:
+                m = c.measurement
                 try:
-                    sample = self.with_retries(tool, f"({case.key}) rerun {run}",
-                                               lambda: self.sync_rerun(tool, case, target, extra))
+                    sample = self.with_retries(c.tool, f"({m.case}) {m.tool} run {run}", lambda: c.attempt(run))
                 except ToolFailed as e:
-                    result.failures.append(str(e))
+                    m.failures.append(f"run {run}: {e}")
                     continue
-                if run == 0:
-                    result.warmup = sample
+                if run:
+                    m.samples.append(sample)
                 else:
-                    result.samples.append(sample)
-                print(f"  ({case.key}) {tool + ' rerun':<22} run {run}{' (warm-up)' if run == 0 else ''}: "
-                      f"{sample.seconds:7.2f} s  bytes copied {sample.bytes_done}  "
-                      f"RSS {sample.rss_mib:6.0f} MiB", flush=True)
-        except ToolFailed as e:
-            result.failures.append(f"first copy: {e}")
-        finally:
-            self.delete(Loc(target.store, target.path + "/"))
-        return result
+                    m.warmup = sample
+                print_sample(m, run, sample)
+
+    def copy_contenders(self, case: Case, tools: list[tuple[str, str, tuple]]) -> list["Contender"]:
+        """(label, tool, extra options) -> a contender copying the case's source afresh each run."""
+        nbytes, nobjects = self.sizes[case.source.path]
+        return [Contender(Measurement(case.key, label, nbytes, nobjects), tool,
+                          lambda run, label=label, tool=tool, extra=extra:
+                          self.one_run(tool, case, self.target_for(case, label, str(run)), extra))
+                for label, tool, extra in tools]
+
+    def limit_contenders(self, case: Case) -> list["Contender"]:
+        """Raw SDK read of the source and raw SDK write of the target (1 GiB). A local source
+        (case e) is no limit, being in the page cache: only the write is measured."""
+        contenders = []
+        if case.source.store != "local":
+            contenders.append(Contender(Measurement(case.key, f"SDK read ({case.source.store})", GiB, 1,
+                                                    note="one stream, 8 MiB reads"), "sdk",
+                                        lambda run: self.sdk_read(Loc(case.source.store, "big/file.bin"))))
+        contenders.append(Contender(Measurement(case.key, f"SDK write ({case.target_store})", GiB, 1,
+                                                note=f"8 MiB parts, {SDK_THREADS} threads"), "sdk",
+                                    lambda run: self.sdk_write(self.target_for(case, "sdk", str(run)))))
+        return contenders
+
+    def sync_contenders(self, case: Case, tools: list[tuple[str, str, tuple]]
+                        ) -> tuple[list["Contender"], list[Measurement], list[Loc]]:
+        """(label, tool, rerun options): copy the case's source once per contender (not timed);
+        each run then reruns that copy with the options (cms: --sync; rclone skips what matches)."""
+        nbytes, nobjects = self.sizes[case.source.path]
+        contenders, failed, targets = [], [], []
+        for label, tool, extra in tools:
+            measurement = Measurement(case.key, label, nbytes, nobjects)
+            target = self.target_for(case, label, "sync")
+            targets.append(target)
+            try:
+                self.with_retries(tool, f"({case.key}) {tool} first copy",
+                                  lambda: self.one_run(tool, case, target, keep=True))
+            except ToolFailed as e:
+                measurement.failures.append(f"first copy: {e}")
+                failed.append(measurement)
+                continue
+            contenders.append(Contender(measurement, tool, lambda run, tool=tool, target=target, extra=extra:
+                                        self.sync_rerun(tool, case, target, extra)))
+        return contenders, failed, targets
 
     def sync_rerun(self, tool: str, case: Case, target: Loc, extra: tuple) -> Sample:
         command, env = self.command(tool, case, target, extra)
-        log = self.logs / f"{case.key}-{tool}-rerun"
-        sample, stdout = run_command(command, env, log, self.moto_pid, self.azurite_pid)
+        sample, stdout = run_command(command, env, self.logs / f"{case.key}-{target.path.replace('/', '_')}-rerun",
+                                     self.moto_pid, self.azurite_pid)
         if tool == "cms":
-            status = cms_status(stdout)
-            if status.get("state") != "completed":
-                raise ToolFailed(f"state {status.get('state')}: {status.get('errors', [])[:1]}")
-            sample.engine_seconds, sample.bytes_done = status.get("seconds"), status.get("bytes_done")
+            self.take_cms_status(sample, stdout)
         self.check_copied(case, target)
         return sample
+
+
+@dataclass
+class Contender:
+    """One line of a case's results: what is measured, by which tool, and how one run goes."""
+    measurement: Measurement
+    tool: str                   # "cms", "rclone", "azcopy" or "sdk" (decides the retries)
+    attempt: object             # run number -> Sample
+
+
+def print_sample(m: Measurement, run: int, sample: Sample) -> None:
+    extra = f"  bytes copied {sample.bytes_done}" if m.tool.startswith("cms rerun") else ""
+    print(f"  ({m.case}) {m.tool:<24} run {run}{' (warm-up)' if run == 0 else '          '}: "
+          f"{sample.seconds:7.2f} s {m.nbytes / MiB / sample.seconds:8.1f} MiB/s  RSS {sample.rss_mib:4.0f} MiB  "
+          f"CPU s client/moto/Azurite/other {sample.cpu_client:4.1f}/{sample.cpu_moto:4.1f}/"
+          f"{sample.cpu_azurite:4.1f}/{sample.cpu_other:4.1f}{extra}",
+          flush=True)
 
 
 def parallel(function, items, threads: int) -> list:
@@ -663,42 +703,61 @@ def run_cases(bench: Bench, cases: list[str]) -> tuple[list[Measurement], dict[s
         case = CASES[key]
         print(f"\n({key}) {case.title}", flush=True)
         if case.kind == "sync":
-            measurements += [bench.measure_sync(case, "cms"), bench.measure_sync(case, "rclone")]
+            measurements += run_sync_case(bench, case)
             continue
         tools = ["cms", "azcopy", "rclone"] if case.kind == "folder" else ["cms", "rclone"]
-        measurements += [bench.measure_tool(case, tool) for tool in tools]
+        contenders = bench.copy_contenders(case, [(tool, tool, ()) for tool in tools])
         if case.kind in ("large", "folder"):
-            read, write = bench.measure_limit(case)
-            for m in (read, write):
-                if m:
-                    measurements.append(m)
-                    print(f"  ({key}) {m.tool:<22} median {m.seconds:7.2f} s  {m.mib_s:8.1f} MiB/s", flush=True)
-            rates = [m.mib_s for m in (read, write) if m and m.mib_s]
-            limits[key] = {"read_mib_s": read.mib_s if read else None, "write_mib_s": write.mib_s,
-                           "limit_mib_s": min(rates) if rates else None}
+            contenders += bench.limit_contenders(case)
+        bench.rounds(contenders)
+        measurements += [c.measurement for c in contenders]
+        if case.kind in ("large", "folder"):
+            limits[key] = emulator_limit([c.measurement for c in contenders if c.tool == "sdk"])
     return measurements, limits
 
 
-def run_big(bench: Bench, measurements: list[Measurement]) -> Measurement:
+def emulator_limit(sdk: list[Measurement]) -> dict:
+    """min(raw read rate of the source, raw write rate of the target), in MiB/s."""
+    rate = {m.tool.split()[1]: m.mib_s for m in sdk}       # "SDK read (s3)" -> "read"
+    known = [r for r in rate.values() if r]
+    return {"read_mib_s": rate.get("read"), "write_mib_s": rate.get("write"),
+            "limit_mib_s": min(known) if known else None}
+
+
+def run_sync_case(bench: Bench, case: Case) -> list[Measurement]:
+    contenders, failed, targets = bench.sync_contenders(case, [
+        ("cms rerun", "cms", ("--sync",)), ("rclone rerun", "rclone", ()),
+        ("rclone --checksum rerun", "rclone", ("--checksum",))])      # for information
+    try:
+        bench.rounds(contenders)
+    finally:
+        for target in targets:
+            bench.delete(Loc(target.store, target.path + "/"))
+    return [c.measurement for c in contenders] + failed
+
+
+def run_big(bench: Bench) -> list[Measurement]:
+    """The 4 GiB object with cms (defaults), `runs` runs without a warm-up: its peak RSS."""
     print(f"\n(big) {BIG.title}", flush=True)
-    result = bench.measure_tool(BIG, "cms", warmup=False)
-    measurements.append(result)
-    return result
+    contenders = bench.copy_contenders(BIG, [("cms", "cms", ())])
+    bench.rounds(contenders, warmup=False)
+    return [c.measurement for c in contenders]
 
 
 def run_sweep(bench: Bench, cases: list[str]) -> list[Measurement]:
-    """cms for the copy cases at every --parallel x --chunksize, `runs` runs each, no warm-up."""
+    """cms on the copy cases at every --parallel x --chunksize, `runs` rounds, no warm-up."""
     results = []
     for key in [k for k in cases if CASES[k].kind in ("large", "small")]:
         case = CASES[key]
         print(f"\n(sweep {key}) {case.title}", flush=True)
-        for chunk in SWEEP_CHUNKSIZE:
-            for par in SWEEP_PARALLEL:
-                label = f"cms p={par} c={chunk}"
-                m = bench.measure_tool(case, "cms", warmup=False, label=label,
-                                       cms_extra=(f"--parallel={par}", f"--chunksize={chunk}"))
-                m.knobs = {"parallel": par, "chunksize": chunk}
-                results.append(m)
+        knobs = [(chunk, par) for chunk in SWEEP_CHUNKSIZE for par in SWEEP_PARALLEL]
+        contenders = bench.copy_contenders(case, [(f"cms p={par} c={chunk}", "cms",
+                                                   (f"--parallel={par}", f"--chunksize={chunk}"))
+                                                  for chunk, par in knobs])
+        for contender, (chunk, par) in zip(contenders, knobs):
+            contender.measurement.knobs = {"parallel": par, "chunksize": chunk}
+        bench.rounds(contenders, warmup=False)
+        results += [c.measurement for c in contenders]
     return results
 
 
@@ -769,21 +828,28 @@ def title(key: str) -> str:
 
 
 def measurements_table(measurements: list[Measurement], limits: dict) -> str:
-    lines = ["| case | tool | runs (s) | median s | MiB/s | peak RSS MiB | CPU s: client / moto / Azurite |",
-             "| --- | --- | --- | ---: | ---: | ---: | --- |"]
+    lines = ["| case | tool | runs (s) | median s | MiB/s | peak RSS MiB | cms's own s | "
+             "CPU s: client / moto / Azurite / other |",
+             "| --- | --- | --- | ---: | ---: | ---: | ---: | --- |"]
     for m in measurements:
         runs = ", ".join(f"{s.seconds:.2f}" for s in m.samples) or "failed"
-        cpu = " / ".join(number(m.median(n)) for n in ("cpu_client", "cpu_moto", "cpu_azurite")) if m.samples else ""
         tool = m.tool + (f" ({m.note})" if m.note else "")
         lines.append(f"| ({m.case}) {title(m.case)} | {tool} | {runs} | {number(m.seconds, 2)} | "
-                     f"{number(m.mib_s)} | {number(m.rss_mib, 0) if m.rss_mib else ''} | {cpu} |")
+                     f"{number(m.mib_s)} | {number(m.rss_mib, 0) if m.rss_mib else ''} | "
+                     f"{number(m.median('engine_seconds'), 2)} | {cpu_columns(m)} |")
         if m.failures:
-            lines.append(f"| | {m.tool}: {len(m.failures)} failed run(s) | {m.failures[0][:120]} | | | | |")
+            lines.append(f"| | {m.tool}: {len(m.failures)} failed run(s) | {m.failures[0][:120]} | | | | | |")
     for key, limit in limits.items():
         if limit.get("limit_mib_s"):
             lines.append(f"| ({key}) {title(key)} | **emulator limit** = min(read, write) | | | "
-                         f"{number(limit['limit_mib_s'])} | | |")
+                         f"{number(limit['limit_mib_s'])} | | | |")
     return "\n".join(lines)
+
+
+def cpu_columns(m: Measurement) -> str:
+    """Median CPU seconds of the client, moto, Azurite and everything else during a run."""
+    names = ("cpu_client", "cpu_moto", "cpu_azurite", "cpu_other")
+    return " / ".join(number(m.median(n)) for n in names) if m.samples else ""
 
 
 def targets_table(targets: list[dict]) -> str:
@@ -795,22 +861,29 @@ def targets_table(targets: list[dict]) -> str:
 
 
 def sweep_table(sweep: list[Measurement]) -> str:
-    lines = ["| case | --parallel | --chunksize | median s | MiB/s | peak RSS MiB | CPU s: cms / moto / Azurite |",
-             "| --- | ---: | --- | ---: | ---: | ---: | --- |"]
+    lines = ["| case | --parallel | --chunksize | runs (s) | median s | MiB/s | peak RSS MiB | "
+             "CPU s: cms / moto / Azurite / other |",
+             "| --- | ---: | --- | --- | ---: | ---: | ---: | --- |"]
     for m in sweep:
-        knobs = m.knobs
-        cpu = " / ".join(number(m.median(n)) for n in ("cpu_client", "cpu_moto", "cpu_azurite")) if m.samples else ""
-        lines.append(f"| ({m.case}) {title(m.case)} | {knobs['parallel']} | {knobs['chunksize']} | "
-                     f"{number(m.seconds, 2) or 'failed'} | {number(m.mib_s)} | {number(m.rss_mib, 0)} | {cpu} |")
+        runs = ", ".join(f"{s.seconds:.2f}" for s in m.samples) or "failed"
+        lines.append(f"| ({m.case}) {title(m.case)} | {m.knobs['parallel']} | {m.knobs['chunksize']} | {runs} | "
+                     f"{number(m.seconds, 2)} | {number(m.mib_s)} | {number(m.rss_mib, 0)} | {cpu_columns(m)} |")
     return "\n".join(lines)
 
 
+def output(command: list[str], env: dict | None = None) -> str:
+    try:
+        return subprocess.run(command, capture_output=True, text=True, env=env, timeout=60).stdout.strip()
+    except OSError:
+        return "unknown"
+
+
+def code_version() -> str:
+    """The commit of the code under test (cms runs from this working tree), '-dirty' if changed."""
+    return output(["git", "-C", str(REPO), "describe", "--always", "--dirty"])
+
+
 def machine_facts(azcopy: Path) -> dict:
-    def output(command: list[str], env: dict | None = None) -> str:
-        try:
-            return subprocess.run(command, capture_output=True, text=True, env=env, timeout=60).stdout.strip()
-        except OSError:
-            return "unknown"
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor())
     memory = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
@@ -824,7 +897,6 @@ def machine_facts(azcopy: Path) -> dict:
         "azurite": azurite, "moto": importlib.metadata.version("moto"),
         "boto3": importlib.metadata.version("boto3"),
         "azure-storage-blob": importlib.metadata.version("azure-storage-blob"),
-        "cloudmesh-transfer": output(["git", "-C", str(REPO), "describe", "--always", "--dirty"]),
     }
 
 
@@ -843,14 +915,23 @@ def markdown(report: dict, measurements_md: str, targets_md: str, sweep_md: str)
     lines = [f"# cms transfer benchmark, {report['date']}", "",
              f"Command: `{report['command']}` (total {report['total_seconds'] / 60:.1f} min; "
              f"{report['runs']} counted runs per case and tool after one warm-up run; medians shown).", "",
-             "Machine: " + ", ".join(f"{k} {v}" for k, v in facts.items()), "",
+             "Machine: " + ", ".join(f"{k} {v}" for k, v in facts.items()) + f"; load average at the start "
+             f"{report['load_at_start']}", "",
+             f"Code under test: cloudmesh-transfer {report['code']['start']} at the start, "
+             f"{report['code']['end']} at the end" + (" (**it changed during the run**)"
+                                                      if report['code']['start'] != report['code']['end'] else ""),
+             "",
              "Data: 1 GiB random object in S3 (boto3 multipart, 8 MiB parts) and in Azure (SDK blocks); "
              f"{SMALL_FILES:,} random files of 64 KiB in each; local folder for (e): "
              + " + ".join(f"{n} files of {s // KiB} KiB" for _, n, s in FOLDER) + ". "
              "Every run copies to a fresh prefix, is checked (count, bytes) and deleted. Tools use their "
              "defaults (cms --parallel 4 --chunksize 8MiB; rclone --transfers 4; AzCopy --from-to=LocalBlob). "
              "Wall time includes process start-up. The emulator limit is min(raw SDK read of the source, one "
-             "stream of 8 MiB reads; raw SDK write of the target, 8 MiB parts on 8 threads).", "",
+             "stream of 8 MiB reads; raw SDK write of the target, 8 MiB parts on 8 threads). CPU columns are "
+             "median CPU seconds during a run of the client (the tool, or this script for SDK rows), moto, "
+             "Azurite, and everything else on the machine (`other`: non-zero means something outside the "
+             "benchmark competed for the CPUs). `cms's own s` is the `seconds` of cms's JSON status "
+             "(without process start-up).", "",
              "## Targets", "", targets_md, "", "## Measurements", "", measurements_md, ""]
     if sweep_md:
         lines += ["## Sweep (cms --parallel x --chunksize)", "", sweep_md, ""]
@@ -866,11 +947,11 @@ def plot(measurements: list[Measurement], limits: dict, sweep: list[Measurement]
     axes_needed = 3 if sweep else 2
     fig, axes = plt.subplots(1, axes_needed, figsize=(6 * axes_needed, 4.8))
     throughput_cases = [k for k in ("a", "b", "e") if find(measurements, k, "cms")]
-    bars = {"cms": [], "peer": [], "emulator limit": []}
+    bars = {"cms": [], "peer (rclone; AzCopy for e)": [], "emulator limit": []}
     for key in throughput_cases:
         peer = find(measurements, key, CASES[key].peer)
         bars["cms"].append(find(measurements, key, "cms").mib_s)
-        bars["peer"].append(peer.mib_s if peer else 0)
+        bars["peer (rclone; AzCopy for e)"].append(peer.mib_s if peer else 0)
         bars["emulator limit"].append((limits.get(key) or {}).get("limit_mib_s") or 0)
     grouped_bars(axes[0], [f"({k}) {CASES[k].title}\npeer: {CASES[k].peer}" for k in throughput_cases], bars,
                  "MiB/s (higher is better)")
@@ -899,7 +980,8 @@ def grouped_bars(ax, labels: list[str], series: dict[str, list[float]], ylabel: 
     width = 0.8 / max(1, len(series))
     for i, (name, values) in enumerate(series.items()):
         positions = [x + (i - (len(series) - 1) / 2) * width for x in range(len(labels))]
-        ax.bar(positions, values, width, label=name)
+        bars = ax.bar(positions, values, width, label=name)
+        ax.bar_label(bars, fmt="%.1f", fontsize=6)
     ax.set_xticks(range(len(labels)))
     ax.set_xticklabels(labels, fontsize=7)
     ax.set_ylabel(ylabel)
@@ -943,6 +1025,7 @@ def stop_on_sigterm() -> None:
 def main(argv: list[str]) -> int:
     args = arguments(argv)
     started, date = time.perf_counter(), datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+    code_at_start, load_at_start = code_version(), " ".join(Path("/proc/loadavg").read_text().split()[:3])
     stop_on_sigterm()
     ensure_debian_packages()
     azcopy = ensure_azcopy()
@@ -955,7 +1038,7 @@ def main(argv: list[str]) -> int:
         bench.make_data(set(args.cases), args.big)
         measurements, limits = run_cases(bench, args.cases)
         if args.big:
-            run_big(bench, measurements)
+            measurements += run_big(bench)
         if args.sweep:
             sweep = run_sweep(bench, args.cases)
     finally:
@@ -963,8 +1046,8 @@ def main(argv: list[str]) -> int:
         if not args.workdir:
             shutil.rmtree(workdir, ignore_errors=True)
     targets = evaluate(measurements, limits)
-    report = {"date": date, "command": command_line(argv),
-              "runs": args.runs, "total_seconds": time.perf_counter() - started, "machine": machine_facts(azcopy),
+    report = {"date": date, "command": command_line(argv), "load_at_start": load_at_start,
+              "code": {"start": code_at_start, "end": code_version()}, "runs": args.runs, "total_seconds": time.perf_counter() - started, "machine": machine_facts(azcopy),
               "cases": {k: title(k) for k in args.cases}, "limits": limits, "targets": targets,
               "measurements": [m.as_dict() for m in measurements], "sweep": [m.as_dict() for m in sweep],
               "failures": bench.failures}

@@ -52,7 +52,7 @@ def parse_size(value) -> int:
 class Transfer:
     """Copy, move, list and delete across configured storages, and read the transfer records."""
 
-    def __init__(self, records: Records | None = None, parallel: int = 4, chunksize="8MiB"):
+    def __init__(self, records: Records | None = None, parallel: int = Options.parallel, chunksize="8MiB"):
         self._records = records
         self._config = None
         self._opened: dict[str, Storage] = {}

@@ -5,6 +5,7 @@ whatever the object sizes. Each object is hashed (MD5) while it streams, checked
 the source and the target say of it, and only then marked done (and, for a move, deleted at
 the source).
 """
+import contextlib
 import hashlib
 import math
 import threading
@@ -18,10 +19,20 @@ from cloudmesh.transfer.providers import MiB, ObjectInfo, Reader, ServerCopy, St
 from cloudmesh.transfer.records import Records
 
 
+SMALL = 1 * MiB  # objects up to this size take no memory slot: a worker holds at most this much
+
+
 @dataclass
 class Options:
-    parallel: int = 4
+    """`parallel` parts (and so about `parallel x chunk_size` bytes) in flight; twice as many
+    objects, since small objects are bound by round trips rather than memory."""
+
+    parallel: int = 8
     chunk_size: int = 8 * MiB
+
+    @property
+    def objects(self) -> int:
+        return 2 * self.parallel
 
 
 def part_size(size: int, options: Options, target: Storage) -> int:
@@ -77,7 +88,7 @@ class Engine:
         self.transfer_id = transfer_id
         try:
             with ThreadPoolExecutor(self.options.parallel, thread_name_prefix="part") as self.part_pool, \
-                    ThreadPoolExecutor(self.options.parallel, thread_name_prefix="object") as objects:
+                    ThreadPoolExecutor(self.options.objects, thread_name_prefix="object") as objects:
                 outcomes = list(objects.map(lambda item: self.transfer(item, move), items))
         except BaseException:
             self.records.finish(transfer_id, "failed", "interrupted")
@@ -129,7 +140,7 @@ class Engine:
                                 content_type=reader.content_type or item.source.content_type,
                                 metadata=dict(reader.metadata or item.source.metadata))
             if size <= psize:
-                with self.slots:
+                with self.slots if size > SMALL else contextlib.nullcontext():
                     data = read_exact(reader, size + 1)
                     self.check_length(item, len(data))
                     digest = hashlib.md5(data)

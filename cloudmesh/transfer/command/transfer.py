@@ -119,7 +119,8 @@ class TransferCommand(PluginCommand):
             --include=GLOB     only objects whose path inside the source folder matches (repeatable)
             --exclude=GLOB     leave out objects whose path matches (repeatable)
             --dryrun           list what would be copied, skipped and deleted; change nothing
-            --parallel=N       objects transferred at once [default: 4]
+            --parallel=N       requests for parts in flight (memory is about N x chunksize),
+                               and twice as many objects at once [default: 8]
             --chunksize=SIZE   the part size data streams in, e.g. 8MiB [default: 8MiB]
             --output=FORMAT    table or json [default: table]
             --file=FILE        as FILE (inside the cms shell only: cms runs any command line
@@ -189,7 +190,7 @@ class TransferCommand(PluginCommand):
         recursive = bool(arguments["-r"])
 
         if arguments["copy"] or arguments["move"] or arguments["run"] or arguments["--data"]:
-            api = Transfer(parallel=arguments["--parallel"] or 4, chunksize=arguments["--chunksize"] or "8MiB")
+            api = Transfer(parallel=arguments["--parallel"], chunksize=arguments["--chunksize"])
             if arguments["copy"] or arguments["move"]:
                 selection = {"include": arguments["--include"], "exclude": arguments["--exclude"],
                              "sync": arguments["--compare"] if arguments["--sync"] else None}
