@@ -835,7 +835,8 @@ def measurements_table(measurements: list[Measurement], limits: dict) -> str:
         runs = ", ".join(f"{s.seconds:.2f}" for s in m.samples) or "failed"
         tool = m.tool + (f" ({m.note})" if m.note else "")
         lines.append(f"| ({m.case}) {title(m.case)} | {tool} | {runs} | {number(m.seconds, 2)} | "
-                     f"{number(m.mib_s)} | {number(m.rss_mib, 0) if m.rss_mib else ''} | "
+                     f"{'' if m.tool.endswith('rerun') else number(m.mib_s)} | "
+                     f"{number(m.rss_mib, 0) if m.rss_mib else ''} | "
                      f"{number(m.median('engine_seconds'), 2)} | {cpu_columns(m)} |")
         if m.failures:
             lines.append(f"| | {m.tool}: {len(m.failures)} failed run(s) | {m.failures[0][:120]} | | | | | |")

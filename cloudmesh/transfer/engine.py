@@ -73,8 +73,9 @@ def read_exact(reader: Reader, size: int) -> bytes:
 class Engine:
     """Copies planned items from one storage to another and records each object's outcome.
 
-    Objects run `parallel` at a time; the parts of large objects are uploaded by a second pool,
-    and a semaphore of `parallel` slots bounds the parts held in memory across the transfer.
+    Objects run `options.objects` at a time; the parts of large objects are uploaded by a second
+    pool, and a semaphore of `parallel` slots bounds the parts held in memory across the transfer
+    (a cancelled part gives its slot back, or later objects would wait for it forever).
     """
 
     def __init__(self, source: Storage, target: Storage, records: Records, options: Options,
@@ -181,7 +182,8 @@ class Engine:
             upload.complete(digest.digest())
         except BaseException:
             for future in pending:
-                future.cancel()
+                if future.cancel():
+                    self.slots.release()
             wait(pending)
             upload.abort()
             raise
