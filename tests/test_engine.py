@@ -1,0 +1,57 @@
+"""The engine on local disk: memory slots are never lost, whatever fails, and failures are recorded."""
+import os
+import time
+
+from cloudmesh.transfer.engine import Engine, Options
+from cloudmesh.transfer.errors import TransferError
+from cloudmesh.transfer.location import Location
+from cloudmesh.transfer.planner import plan
+from cloudmesh.transfer.providers import MiB
+from cloudmesh.transfer.providers.local import LocalStorage
+from cloudmesh.transfer.records.sqlite import SQLiteRecords
+
+
+class FailingPart:
+    """Wraps a real local upload; part 2 fails, the others are slow, so parts are still queued."""
+
+    def __init__(self, upload):
+        self.upload = upload
+
+    def put_part(self, number, offset, data, md5):
+        time.sleep(0.05)
+        if number == 2:
+            raise TransferError("part 2 refused")
+        self.upload.put_part(number, offset, data, md5)
+
+    def complete(self, md5):
+        self.upload.complete(md5)
+
+    def abort(self):
+        self.upload.abort()
+
+
+class FlakyTarget(LocalStorage):
+    def begin(self, key, source):
+        return FailingPart(super().begin(key, source))
+
+
+def test_a_failed_part_leaves_every_memory_slot_free_and_no_partial_file(tmp_path):
+    source, target = LocalStorage("src", tmp_path / "src"), FlakyTarget("dst", tmp_path / "dst")
+    (tmp_path / "src").mkdir()
+    (tmp_path / "dst").mkdir()
+    for name in ("a.bin", "b.bin"):
+        (tmp_path / "src" / name).write_bytes(os.urandom(12 * MiB))
+    records = SQLiteRecords(tmp_path / "records.db")
+    items = plan(source, Location("src", ""), target, Location("dst", ""), recursive=True)
+    records.create({"id": "t", "source": "src:", "target": "dst:", "copy": True, "recursive": True,
+                    "route": "local->local"},
+                   [{"path": i.path, "source_key": i.source.key, "target_key": i.target_key, "size": i.source.size}
+                    for i in items])
+    engine = Engine(source, target, records, Options(parallel=2, chunk_size=1 * MiB))
+
+    assert engine.run("t", items, move=False) == "failed"
+
+    assert all(engine.slots.acquire(blocking=False) for _ in range(2))
+    status = records.status("t")
+    assert status["objects_failed"] == 2 and {e["message"] for e in status["errors"]} == {"part 2 refused"}
+    assert list((tmp_path / "dst").iterdir()) == []
