@@ -55,3 +55,40 @@ def test_a_failed_part_leaves_every_memory_slot_free_and_no_partial_file(tmp_pat
     status = records.status("t")
     assert status["objects_failed"] == 2 and {e["message"] for e in status["errors"]} == {"part 2 refused"}
     assert list((tmp_path / "dst").iterdir()) == []
+
+
+class CountingReader:
+    """Wraps a real local reader and counts the bytes read from the source."""
+
+    def __init__(self, reader, counter):
+        self.reader, self.counter = reader, counter
+        self.content_type, self.metadata, self.md5 = reader.content_type, reader.metadata, reader.md5
+
+    def read(self, size):
+        data = self.reader.read(size)
+        self.counter.append(len(data))
+        return data
+
+    def close(self):
+        self.reader.close()
+
+
+def test_reading_stops_soon_after_a_part_fails(tmp_path):
+    read = []
+
+    class CountingSource(LocalStorage):
+        def open(self, key, offset=0, length=None):
+            return CountingReader(super().open(key, offset, length), read)
+
+    source, target = CountingSource("src", tmp_path / "src"), FlakyTarget("dst", tmp_path / "dst")
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "big.bin").write_bytes(os.urandom(64 * MiB))
+    records = SQLiteRecords(tmp_path / "records.db")
+    items = plan(source, Location("src", ""), target, Location("dst", ""), recursive=True)
+    records.create({"id": "t", "source": "src:", "target": "dst:", "copy": True, "recursive": True,
+                    "route": "local->local"},
+                   [{"path": i.path, "source_key": i.source.key, "target_key": i.target_key, "size": i.source.size}
+                    for i in items])
+
+    assert Engine(source, target, records, Options(parallel=2, chunk_size=1 * MiB)).run("t", items, False) == "failed"
+    assert sum(read) <= 8 * MiB

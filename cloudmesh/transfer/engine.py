@@ -44,11 +44,12 @@ def part_size(size: int, options: Options, target: Storage) -> int:
     return chosen
 
 
-class Counter:
-    """Bytes of one object uploaded so far, added to by several part threads."""
+class Sent:
+    """One object's parts in flight: the bytes uploaded so far, and the first part that failed
+    (so that reading stops at once instead of after the whole object)."""
 
     def __init__(self, path: str):
-        self.path, self.total, self.lock = path, 0, threading.Lock()
+        self.path, self.total, self.failed, self.lock = path, 0, None, threading.Lock()
 
     def add(self, nbytes: int) -> int:
         with self.lock:
@@ -161,9 +162,11 @@ class Engine:
         """Read parts in order, hashing the whole object; upload them in parallel, each with its
         MD5. A slot is taken before a part is read and given back once it is uploaded."""
         upload = self.target.begin(item.target_key, shaped)
-        digest, pending, offset, sent = hashlib.md5(), [], 0, Counter(item.path)
+        digest, pending, offset, sent = hashlib.md5(), [], 0, Sent(item.path)
         try:
             while offset < item.source.size:
+                if sent.failed:
+                    raise sent.failed
                 self.slots.acquire()
                 try:
                     data = read_exact(reader, min(psize, item.source.size - offset))
@@ -189,9 +192,12 @@ class Engine:
             raise
         return digest
 
-    def put_part(self, upload, number: int, offset: int, data: bytes, sent: "Counter") -> None:
+    def put_part(self, upload, number: int, offset: int, data: bytes, sent: Sent) -> None:
         try:
             upload.put_part(number, offset, data, hashlib.md5(data).digest())
+        except BaseException as e:
+            sent.failed = sent.failed or e
+            raise
         finally:
             self.slots.release()
         self.records.update_object(self.transfer_id, sent.path, bytes_done=sent.add(len(data)))
