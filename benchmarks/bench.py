@@ -142,7 +142,7 @@ class Measurement:
 
     @property
     def mib_s(self) -> float | None:
-        return self.nbytes / MiB / self.seconds if self.samples else None
+        return self.nbytes / MiB / self.seconds if self.samples and self.seconds else None
 
     @property
     def rss_mib(self) -> float | None:
@@ -302,6 +302,7 @@ class Bench:
         self.big_file = workdir / "big.bin"
         self.em = emulators.Emulators(workdir / "emulators")
         self.failures: list[str] = []
+        self.cms_defaults: dict = {}
         self.sizes: dict[str, tuple[int, int]] = {}     # source path -> (bytes, objects)
 
     # -- emulators and clients ----------------------------------------------------------------
@@ -554,6 +555,16 @@ class Bench:
 
     # -- running the tools --------------------------------------------------------------------
 
+    def read_cms_defaults(self) -> dict:
+        """cms's --parallel and --chunksize defaults, from `cms transfer -h` (they may change
+        while the engine is being worked on)."""
+        cms = str(Path(sys.executable).with_name("cms"))
+        usage = subprocess.run([cms, "transfer", "-h"], env=self.cms_env(), capture_output=True, text=True).stdout
+        self.cms_defaults = {name: default_of(usage, option) for name, option in
+                             (("parallel", "--parallel=N"), ("chunksize", "--chunksize=SIZE"))}
+        print(f"cms defaults: {self.cms_defaults}", flush=True)
+        return self.cms_defaults
+
     def one_run(self, tool: str, case: Case, target: Loc, extra: tuple = (), keep: bool = False) -> Sample:
         """Copy the case's source to `target` with a tool, check what landed, delete it (unless keep)."""
         command, env = self.command(tool, case, target, extra)
@@ -672,10 +683,17 @@ class Contender:
     attempt: object             # run number -> Sample
 
 
+def default_of(usage: str, option: str) -> str | None:
+    """The [default: X] that a docopt usage text gives an option."""
+    match = re.search(re.escape(option) + r"[^\[]*\[default: ([^\]]+)\]", usage)
+    return match.group(1) if match else None
+
+
 def print_sample(m: Measurement, run: int, sample: Sample) -> None:
     extra = f"  bytes copied {sample.bytes_done}" if m.tool.startswith("cms rerun") else ""
     print(f"  ({m.case}) {m.tool:<24} run {run}{' (warm-up)' if run == 0 else '          '}: "
-          f"{sample.seconds:7.2f} s {m.nbytes / MiB / sample.seconds:8.1f} MiB/s  RSS {sample.rss_mib:4.0f} MiB  "
+          f"{sample.seconds:7.2f} s {m.nbytes / MiB / max(sample.seconds, 1e-9):8.1f} MiB/s  "
+          f"RSS {sample.rss_mib:4.0f} MiB  "
           f"CPU s client/moto/Azurite/other {sample.cpu_client:4.1f}/{sample.cpu_moto:4.1f}/"
           f"{sample.cpu_azurite:4.1f}/{sample.cpu_other:4.1f}{extra}",
           flush=True)
@@ -828,14 +846,15 @@ def title(key: str) -> str:
 
 
 def measurements_table(measurements: list[Measurement], limits: dict) -> str:
-    lines = ["| case | tool | runs (s) | median s | MiB/s | peak RSS MiB | cms's own s | "
+    lines = ["| case | tool | runs (s) | median s | MiB/s | peak RSS MiB | cms engine s | "
              "CPU s: client / moto / Azurite / other |",
              "| --- | --- | --- | ---: | ---: | ---: | ---: | --- |"]
     for m in measurements:
         runs = ", ".join(f"{s.seconds:.2f}" for s in m.samples) or "failed"
         tool = m.tool + (f" ({m.note})" if m.note else "")
+        rate = "" if m.tool.endswith("rerun") or not m.nbytes else number(m.mib_s)
         lines.append(f"| ({m.case}) {title(m.case)} | {tool} | {runs} | {number(m.seconds, 2)} | "
-                     f"{'' if m.tool.endswith('rerun') else number(m.mib_s)} | "
+                     f"{rate} | "
                      f"{number(m.rss_mib, 0) if m.rss_mib else ''} | "
                      f"{number(m.median('engine_seconds'), 2)} | {cpu_columns(m)} |")
         if m.failures:
@@ -880,8 +899,11 @@ def output(command: list[str], env: dict | None = None) -> str:
 
 
 def code_version() -> str:
-    """The commit of the code under test (cms runs from this working tree), '-dirty' if changed."""
-    return output(["git", "-C", str(REPO), "describe", "--always", "--dirty"])
+    """The commit of the code under test (cms runs from this working tree), '-dirty' when
+    cloudmesh/ has uncommitted changes."""
+    head = output(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"])
+    changed = output(["git", "-C", str(REPO), "status", "--porcelain", "--", "cloudmesh"])
+    return head + ("-dirty" if changed else "")
 
 
 def machine_facts(azcopy: Path) -> dict:
@@ -926,13 +948,15 @@ def markdown(report: dict, measurements_md: str, targets_md: str, sweep_md: str)
              f"{SMALL_FILES:,} random files of 64 KiB in each; local folder for (e): "
              + " + ".join(f"{n} files of {s // KiB} KiB" for _, n, s in FOLDER) + ". "
              "Every run copies to a fresh prefix, is checked (count, bytes) and deleted. Tools use their "
-             "defaults (cms --parallel 4 --chunksize 8MiB; rclone --transfers 4; AzCopy --from-to=LocalBlob). "
+             f"defaults (cms: --parallel {report['cms_defaults'].get('parallel')} --chunksize "
+             f"{report['cms_defaults'].get('chunksize')} as `cms transfer -h` says; rclone: --transfers 4; "
+             "AzCopy: --from-to=LocalBlob). "
              "Wall time includes process start-up. The emulator limit is min(raw SDK read of the source, one "
              "stream of 8 MiB reads; raw SDK write of the target, 8 MiB parts on 8 threads). CPU columns are "
              "median CPU seconds during a run of the client (the tool, or this script for SDK rows), moto, "
              "Azurite, and everything else on the machine (`other`: non-zero means something outside the "
-             "benchmark competed for the CPUs). `cms's own s` is the `seconds` of cms's JSON status "
-             "(without process start-up).", "",
+             "benchmark competed for the CPUs). `cms engine s` is the `seconds` of cms's JSON status: the "
+             "time after planning, without process start-up, opening the storages and listing.", "",
              "## Targets", "", targets_md, "", "## Measurements", "", measurements_md, ""]
     if sweep_md:
         lines += ["## Sweep (cms --parallel x --chunksize)", "", sweep_md, ""]
@@ -1037,6 +1061,7 @@ def main(argv: list[str]) -> int:
     try:
         bench.start()
         bench.make_data(set(args.cases), args.big)
+        bench.read_cms_defaults()
         measurements, limits = run_cases(bench, args.cases)
         if args.big:
             measurements += run_big(bench)
@@ -1048,6 +1073,7 @@ def main(argv: list[str]) -> int:
             shutil.rmtree(workdir, ignore_errors=True)
     targets = evaluate(measurements, limits)
     report = {"date": date, "command": command_line(argv), "load_at_start": load_at_start,
+              "cms_defaults": bench.cms_defaults,
               "code": {"start": code_at_start, "end": code_version()}, "runs": args.runs, "total_seconds": time.perf_counter() - started, "machine": machine_facts(azcopy),
               "cases": {k: title(k) for k in args.cases}, "limits": limits, "targets": targets,
               "measurements": [m.as_dict() for m in measurements], "sweep": [m.as_dict() for m in sweep],

@@ -58,17 +58,16 @@ class Sent:
 
 
 def read_exact(reader: Reader, size: int) -> bytes:
-    """Up to `size` bytes from a reader, fewer only at the end of the object."""
-    first = reader.read(size)
-    if len(first) == size or not first:
-        return first
-    buffer = bytearray(first)
-    while len(buffer) < size:
-        more = reader.read(size - len(buffer))
-        if not more:
+    """Up to `size` bytes from a reader, fewer only at the end of the object. A single read is
+    returned as it is; only several short reads are joined (one copy)."""
+    chunks, got = [], 0
+    while got < size:
+        chunk = reader.read(size - got)
+        if not chunk:
             break
-        buffer += more
-    return bytes(buffer)
+        chunks.append(chunk)
+        got += len(chunk)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 class Engine:
@@ -101,8 +100,8 @@ class Engine:
 
     def transfer(self, item: Item, move: bool) -> bool:
         """Copy (unless already in sync) and for a move then delete one object; record the
-        outcome, never raise."""
-        self.records.update_object(self.transfer_id, item.path, state="running")
+        outcome (one write per object: the record changes only when the object is settled), never
+        raise."""
         try:
             md5, method = (item.source.md5, "skip") if item.skip else self.copy(item)
         except (TransferError, OSError) as e:
