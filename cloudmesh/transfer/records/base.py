@@ -8,7 +8,7 @@ from abc import ABC, abstractmethod
 from datetime import datetime, timezone
 
 STATES = ("running", "completed", "failed")
-OBJECT_STATES = ("pending", "running", "done", "skipped", "failed")
+# Objects are "pending" until settled as "done", "skipped" (already in place) or "failed".
 
 
 def iso(seconds: float | None) -> str | None:
