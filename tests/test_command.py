@@ -245,3 +245,10 @@ def test_the_python_api_is_what_the_command_calls(env, monkeypatch):
     assert status["state"] == "completed" and status["bytes_done"] == 2000
     assert env.get("awss3", f"{env.prefix}/api/x.bin") == b"\x00\x01" * 1000
     assert json.loads(env.transfer("status", "--id=api-1", "--output=json").stdout)["bytes_done"] == 2000
+
+
+def test_the_readme_shows_the_usage_that_cms_transfer_h_prints(env):
+    from pathlib import Path
+    usage = [line.strip() for line in env.transfer("-h").stdout.split("Usage:")[1].split("\n\n")[0].splitlines()]
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert "\n".join(usage) in readme
