@@ -9,10 +9,12 @@ What it measures, in one run, on the same emulators and the same data for every 
   (e) a local folder -> Azure                cms vs AzCopy (rclone for information)
                                              64 files of 8 MiB + 200 files of 64 KiB (524.5 MiB)
   (f) a --sync rerun of a finished 1,000-file S3 -> Azure copy: cms --sync vs rclone's own rerun
+                                             (rclone --checksum for information)
 
 For each case and tool: the median wall time of --runs runs (after one warm-up run that is not
-counted), MiB/s, the client's peak RSS (GNU time's %M) and the CPU seconds spent by
-the client, moto and Azurite during the run. Each run copies to a fresh target prefix, which is
+counted; the tools take turns, round by round), MiB/s, the client's peak RSS (GNU time's %M) and
+the CPU seconds spent by the client, moto, Azurite and any other process during the run (a run
+that other processes disturbed is repeated). Each run copies to a fresh target prefix, which is
 checked (object count and bytes) and then deleted. The emulators' limit for a large case is
 min(raw SDK read rate of the source, raw SDK write rate of the target), measured in the same run.
 The results are checked against the targets of the performance issue.
@@ -22,14 +24,15 @@ The results are checked against the targets of the performance issue.
     .venv/bin/python benchmarks/bench.py --big            # + one 4 GiB object S3 -> Azure (cms RSS)
     .venv/bin/python benchmarks/bench.py --sweep --runs 1 # + cms at --parallel 4..32 x --chunksize 8/16MiB
 
-It installs what it needs when missing: rclone and libsecret-1-0 (apt-get), AzCopy (npm, into
-~/.cache/cmtransfer-bench) and matplotlib (pip, into this Python's environment). It writes
+It installs what it needs when missing: rclone, GNU time and libsecret-1-0 (apt-get), AzCopy
+(npm, into ~/.cache/cmtransfer-bench) and matplotlib (pip, into this Python's environment). It writes
 benchmarks/results.md, results.json and results.png, and always stops the emulators it started.
 """
 import argparse
 import ctypes.util
 import datetime
 import importlib.metadata
+import importlib.util
 import json
 import os
 import platform
@@ -41,6 +44,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import textwrap
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -62,6 +66,7 @@ CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "cmtr
 AZCOPY = CACHE / "node_modules" / "@azure-tools" / "azcopy-linux" / "dist" / "bin" / "azcopy_linux_amd64"
 RUN_TIMEOUT = 1800                  # seconds before a hung tool is killed
 CMS_RETRIES = 3                     # the engine may be under change: a failed cms run is retried
+DISTURBED = 0.25                    # other processes' CPU per wall second that makes a run disturbed
 SWEEP_PARALLEL = [4, 8, 16, 32]
 SWEEP_CHUNKSIZE = ["8MiB", "16MiB"]
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -99,9 +104,7 @@ def ensure_azcopy() -> Path:
 
 
 def ensure_matplotlib() -> None:
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("matplotlib") is None:
         print("installing matplotlib into this environment", flush=True)
         subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "matplotlib"], check=True)
 
@@ -119,6 +122,7 @@ class Sample:
     cpu_moto: float
     cpu_azurite: float
     cpu_other: float = 0.0                   # CPU of everything else on the machine meanwhile
+    disturbed: bool = False                  # other processes competed for the CPUs in every attempt
     engine_seconds: float | None = None      # cms's own `seconds` (without process start-up)
     bytes_done: int | None = None            # cms's `bytes_done`
 
@@ -181,6 +185,17 @@ class CpuMeter:
                                zip((busy_seconds(), *map(cpu_seconds, self.pids)), self.start))
         return Sample(seconds=seconds, rss_mib=rss_mib, cpu_client=cpu_client, cpu_moto=moto,
                       cpu_azurite=azurite, cpu_other=max(0.0, busy - cpu_client - moto - azurite))
+
+
+def wait_for_quiet(limit: float = 0.3, seconds: float = 120) -> None:
+    """Wait (at most `seconds`) until the machine's CPUs are idle but for `limit` of one CPU:
+    the emulators are idle between runs, so anything busier is another job."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        before = busy_seconds()
+        time.sleep(0.5)
+        if busy_seconds() - before < limit * 0.5:
+            return
 
 
 def cpu_seconds(pid: int) -> float:
@@ -613,7 +628,8 @@ class Bench:
             for c in contenders:
                 m = c.measurement
                 try:
-                    sample = self.with_retries(c.tool, f"({m.case}) {m.tool} run {run}", lambda: c.attempt(run))
+                    sample = self.undisturbed(m, run, lambda: self.with_retries(
+                        c.tool, f"({m.case}) {m.tool} run {run}", lambda: c.attempt(run)))
                 except ToolFailed as e:
                     m.failures.append(f"run {run}: {e}")
                     continue
@@ -622,6 +638,25 @@ class Bench:
                 else:
                     m.warmup = sample
                 print_sample(m, run, sample)
+
+    def undisturbed(self, m: Measurement, run: int, action) -> Sample:
+        """Run once when the machine is quiet; a run during which processes outside the benchmark
+        used more than DISTURBED of a CPU on average is repeated (at most twice) and, if it
+        stays disturbed, kept with its `disturbed` mark: the least disturbed attempt counts."""
+        attempts = []
+        for _ in range(3):
+            wait_for_quiet()
+            sample = action()
+            attempts.append(sample)
+            if sample.cpu_other <= DISTURBED * sample.seconds:
+                return sample
+            print(f"  ({m.case}) {m.tool} run {run}: disturbed ({sample.cpu_other:.1f} CPU s of other "
+                  f"processes in {sample.seconds:.1f} s); repeating", flush=True)
+        best = min(attempts, key=lambda s: s.cpu_other / s.seconds)
+        best.disturbed = True
+        self.failures.append(f"({m.case}) {m.tool} run {run}: disturbed by other processes in every attempt "
+                             f"({best.cpu_other:.1f} CPU s in {best.seconds:.1f} s kept)")
+        return best
 
     def copy_contenders(self, case: Case, tools: list[tuple[str, str, tuple]]) -> list["Contender"]:
         """(label, tool, extra options) -> a contender copying the case's source afresh each run."""
@@ -850,7 +885,7 @@ def measurements_table(measurements: list[Measurement], limits: dict) -> str:
              "CPU s: client / moto / Azurite / other |",
              "| --- | --- | --- | ---: | ---: | ---: | ---: | --- |"]
     for m in measurements:
-        runs = ", ".join(f"{s.seconds:.2f}" for s in m.samples) or "failed"
+        runs = run_list(m)
         tool = m.tool + (f" ({m.note})" if m.note else "")
         rate = "" if m.tool.endswith("rerun") or not m.nbytes else number(m.mib_s)
         lines.append(f"| ({m.case}) {title(m.case)} | {tool} | {runs} | {number(m.seconds, 2)} | "
@@ -864,6 +899,11 @@ def measurements_table(measurements: list[Measurement], limits: dict) -> str:
             lines.append(f"| ({key}) {title(key)} | **emulator limit** = min(read, write) | | | "
                          f"{number(limit['limit_mib_s'])} | | | |")
     return "\n".join(lines)
+
+
+def run_list(m: Measurement) -> str:
+    """The counted runs' seconds; a run disturbed by other processes is marked with !."""
+    return ", ".join(f"{s.seconds:.2f}{'!' if s.disturbed else ''}" for s in m.samples) or "failed"
 
 
 def cpu_columns(m: Measurement) -> str:
@@ -885,7 +925,7 @@ def sweep_table(sweep: list[Measurement]) -> str:
              "CPU s: cms / moto / Azurite / other |",
              "| --- | ---: | --- | --- | ---: | ---: | ---: | --- |"]
     for m in sweep:
-        runs = ", ".join(f"{s.seconds:.2f}" for s in m.samples) or "failed"
+        runs = run_list(m)
         lines.append(f"| ({m.case}) {title(m.case)} | {m.knobs['parallel']} | {m.knobs['chunksize']} | {runs} | "
                      f"{number(m.seconds, 2)} | {number(m.mib_s)} | {number(m.rss_mib, 0)} | {cpu_columns(m)} |")
     return "\n".join(lines)
@@ -927,8 +967,13 @@ def write_results(report: dict, text: str, measurements: list[Measurement], limi
                   sweep: list[Measurement]) -> None:
     (HERE / "results.md").write_text(text)
     (HERE / "results.json").write_text(json.dumps(report, indent=2) + "\n")
+    defaults = report.get("cms_defaults") or {}
     try:
-        plot(measurements, limits, sweep, HERE / "results.png")
+        reference = (defaults["chunksize"], int(defaults["parallel"]))
+    except (KeyError, TypeError, ValueError):
+        reference = ("8MiB", 8)
+    try:
+        plot(measurements, limits, sweep, HERE / "results.png", reference)
     except Exception as e:          # a plot must not cost the measurements
         print(f"could not draw results.png: {e}", file=sys.stderr)
 
@@ -955,7 +1000,8 @@ def markdown(report: dict, measurements_md: str, targets_md: str, sweep_md: str)
              "stream of 8 MiB reads; raw SDK write of the target, 8 MiB parts on 8 threads). CPU columns are "
              "median CPU seconds during a run of the client (the tool, or this script for SDK rows), moto, "
              "Azurite, and everything else on the machine (`other`: non-zero means something outside the "
-             "benchmark competed for the CPUs). `cms engine s` is the `seconds` of cms's JSON status: the "
+             "benchmark competed for the CPUs; a run where they used more than a quarter of a CPU was repeated, "
+             "up to twice, and one that stayed disturbed is marked `!`). `cms engine s` is the `seconds` of cms's JSON status: the "
              "time after planning, without process start-up, opening the storages and listing.", "",
              "## Targets", "", targets_md, "", "## Measurements", "", measurements_md, ""]
     if sweep_md:
@@ -965,7 +1011,14 @@ def markdown(report: dict, measurements_md: str, targets_md: str, sweep_md: str)
     return "\n".join(lines)
 
 
-def plot(measurements: list[Measurement], limits: dict, sweep: list[Measurement], path: Path) -> None:
+def wrap(key: str) -> str:
+    return textwrap.fill(f"({key}) {title(key)}", 22)
+
+
+def plot(measurements: list[Measurement], limits: dict, sweep: list[Measurement], path: Path,
+         sweep_reference: tuple = ("8MiB", 8)) -> None:
+    """Bars: MiB/s of the large cases (cms, peer, emulator limit); seconds of the small and sync
+    cases (cms, rclone); with a sweep, cms's throughput per setting relative to the defaults."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -978,7 +1031,7 @@ def plot(measurements: list[Measurement], limits: dict, sweep: list[Measurement]
         bars["cms"].append(find(measurements, key, "cms").mib_s)
         bars["peer (rclone; AzCopy for e)"].append(peer.mib_s if peer else 0)
         bars["emulator limit"].append((limits.get(key) or {}).get("limit_mib_s") or 0)
-    grouped_bars(axes[0], [f"({k}) {CASES[k].title}\npeer: {CASES[k].peer}" for k in throughput_cases], bars,
+    grouped_bars(axes[0], [f"{wrap(k)}\npeer: {CASES[k].peer}" for k in throughput_cases], bars,
                  "MiB/s (higher is better)")
     time_cases = [(k, t) for k, t in (("c", "cms"), ("d", "cms"), ("f", "cms rerun")) if find(measurements, k, t)]
     bars = {"cms": [], "rclone": []}
@@ -986,27 +1039,29 @@ def plot(measurements: list[Measurement], limits: dict, sweep: list[Measurement]
         bars["cms"].append(find(measurements, key, tool).seconds)
         peer = find(measurements, key, tool.replace("cms", "rclone"))
         bars["rclone"].append(peer.seconds if peer else 0)
-    grouped_bars(axes[1], [f"({k}) {CASES[k].title}" for k, _ in time_cases], bars, "seconds (lower is better)")
+    grouped_bars(axes[1], [wrap(k) for k, _ in time_cases], bars, "seconds (lower is better)")
     if sweep:
         configs = [(c, p) for c in SWEEP_CHUNKSIZE for p in SWEEP_PARALLEL]
         bars = {}
         for key in sorted({m.case for m in sweep}):
             by_config = {(m.knobs["chunksize"], m.knobs["parallel"]): m.mib_s or 0 for m in sweep if m.case == key}
-            bars[f"({key})"] = [by_config.get(c, 0) for c in configs]
+            reference = by_config.get(sweep_reference) or max(by_config.values()) or 1
+            bars[f"({key})"] = [by_config.get(c, 0) / reference for c in configs]
         labels = [f"p{p}\n{c}" for c, p in configs]
-        grouped_bars(axes[2], labels, bars, "cms MiB/s by --parallel / --chunksize")
+        grouped_bars(axes[2], labels, bars, f"cms throughput relative to --parallel {sweep_reference[1]} "
+                                            f"--chunksize {sweep_reference[0]}", digits=2)
     fig.suptitle("cms transfer vs rclone / AzCopy on moto + Azurite")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
-def grouped_bars(ax, labels: list[str], series: dict[str, list[float]], ylabel: str) -> None:
+def grouped_bars(ax, labels: list[str], series: dict[str, list[float]], ylabel: str, digits: int = 1) -> None:
     width = 0.8 / max(1, len(series))
     for i, (name, values) in enumerate(series.items()):
         positions = [x + (i - (len(series) - 1) / 2) * width for x in range(len(labels))]
         bars = ax.bar(positions, values, width, label=name)
-        ax.bar_label(bars, fmt="%.1f", fontsize=6)
+        ax.bar_label(bars, fmt=f"%.{digits}f", fontsize=6)
     ax.set_xticks(range(len(labels)))
     ax.set_xticklabels(labels, fontsize=7)
     ax.set_ylabel(ylabel)
