@@ -35,18 +35,24 @@ class FlakyTarget(LocalStorage):
         return FailingPart(super().begin(key, source))
 
 
-def test_a_failed_part_leaves_every_memory_slot_free_and_no_partial_file(tmp_path):
-    source, target = LocalStorage("src", tmp_path / "src"), FlakyTarget("dst", tmp_path / "dst")
-    (tmp_path / "src").mkdir()
-    (tmp_path / "dst").mkdir()
-    for name in ("a.bin", "b.bin"):
-        (tmp_path / "src" / name).write_bytes(os.urandom(12 * MiB))
+def planned(tmp_path, source, target):
+    """A recorded plan of a folder copy from `source` to `target`, as api.Transfer makes it."""
     records = SQLiteRecords(tmp_path / "records.db")
     items = plan(source, Location("src", ""), target, Location("dst", ""), recursive=True)
     records.create({"id": "t", "source": "src:", "target": "dst:", "copy": True, "recursive": True,
                     "route": "local->local"},
                    [{"path": i.path, "source_key": i.source.key, "target_key": i.target_key, "size": i.source.size}
                     for i in items])
+    return records, items
+
+
+def test_a_failed_part_leaves_every_memory_slot_free_and_no_partial_file(tmp_path):
+    source, target = LocalStorage("src", tmp_path / "src"), FlakyTarget("dst", tmp_path / "dst")
+    (tmp_path / "src").mkdir()
+    (tmp_path / "dst").mkdir()
+    for name in ("a.bin", "b.bin"):
+        (tmp_path / "src" / name).write_bytes(os.urandom(12 * MiB))
+    records, items = planned(tmp_path, source, target)
     engine = Engine(source, target, records, Options(parallel=2, chunk_size=1 * MiB))
 
     assert engine.run("t", items, move=False) == "failed"
@@ -83,12 +89,7 @@ def test_reading_stops_soon_after_a_part_fails(tmp_path):
     source, target = CountingSource("src", tmp_path / "src"), FlakyTarget("dst", tmp_path / "dst")
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "big.bin").write_bytes(os.urandom(64 * MiB))
-    records = SQLiteRecords(tmp_path / "records.db")
-    items = plan(source, Location("src", ""), target, Location("dst", ""), recursive=True)
-    records.create({"id": "t", "source": "src:", "target": "dst:", "copy": True, "recursive": True,
-                    "route": "local->local"},
-                   [{"path": i.path, "source_key": i.source.key, "target_key": i.target_key, "size": i.source.size}
-                    for i in items])
+    records, items = planned(tmp_path, source, target)
 
     assert Engine(source, target, records, Options(parallel=2, chunk_size=1 * MiB)).run("t", items, False) == "failed"
     assert sum(read) <= 8 * MiB
