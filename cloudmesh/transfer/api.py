@@ -14,10 +14,10 @@ from pathlib import Path
 from cloudmesh.transfer import config as settings
 from cloudmesh.transfer import location
 from cloudmesh.transfer.engine import Engine, Options
-from cloudmesh.transfer.planner import Selection, plan
-from cloudmesh.transfer.progress import Progress
 from cloudmesh.transfer.errors import NotFound, UsageError
 from cloudmesh.transfer.location import Location
+from cloudmesh.transfer.planner import Selection, plan
+from cloudmesh.transfer.progress import Progress
 from cloudmesh.transfer.providers import MiB, Storage, open_storage
 from cloudmesh.transfer.records import Records, open_records
 from cloudmesh.transfer.records.base import iso
