@@ -18,8 +18,8 @@ CHUNK = 64 * 1024
 KINDS = ["local", "awss3", "azure"]
 
 
-def build(env, name: str, chunk_size: int = CHUNK):
-    return open_storage(load_storages(env.config_dir / "cloudmesh.yaml")[name], chunk_size)
+def build(env, name: str):
+    return open_storage(load_storages(env.config_dir / "cloudmesh.yaml")[name])
 
 
 @pytest.fixture(params=KINDS)

@@ -81,7 +81,7 @@ class Transfer:
         if self._config is None:
             self._config = settings.load_storages()
         if name not in self._opened:
-            self._opened[name] = open_storage(settings.storage_config(name, self._config), self.options.chunk_size)
+            self._opened[name] = open_storage(settings.storage_config(name, self._config))
         return self._opened[name]
 
     def copy(self, source: str, target: str, recursive: bool = False, id: str | None = None, *,

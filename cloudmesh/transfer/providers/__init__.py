@@ -20,8 +20,8 @@ def provider_class(kind: str) -> type[Storage]:
     return getattr(importlib.import_module(module), name)
 
 
-def open_storage(config: StorageConfig, chunk_size: int = 8 * MiB) -> Storage:
-    return provider_class(config.kind).from_config(config, chunk_size)
+def open_storage(config: StorageConfig) -> Storage:
+    return provider_class(config.kind).from_config(config)
 
 
 __all__ = ["KINDS", "MiB", "ObjectInfo", "Reader", "ServerCopy", "SignedURLs", "Storage", "Upload", "open_storage",

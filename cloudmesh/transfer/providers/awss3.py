@@ -84,7 +84,7 @@ class S3Storage(Storage, SignedURLs, ServerCopy):
         self.account = account  # (endpoint, access key id): storages that can read each other's buckets
 
     @classmethod
-    def from_config(cls, config: StorageConfig, chunk_size: int = 8 * MiB) -> "S3Storage":
+    def from_config(cls, config: StorageConfig) -> "S3Storage":
         endpoint = config.settings.get("endpoint_url")
         client = boto3.session.Session().client(
             "s3",
@@ -104,18 +104,10 @@ class S3Storage(Storage, SignedURLs, ServerCopy):
     @contextlib.contextmanager
     def errors(self, key: str = ""):
         """Turn boto3's errors into one-line TransferErrors that name the storage, not secrets."""
-        where = f"'{self.name}:{key}'" if key else f"storage '{self.name}'"
         try:
             yield
         except ClientError as e:
-            code = str(e.response.get("Error", {}).get("Code", ""))
-            if code == "NoSuchBucket" or (not key and code in ("404", "NotFound")):
-                raise NotFound(f"bucket '{self.bucket}' of storage '{self.name}' does not exist") from None
-            if code in ("NoSuchKey", "404", "NotFound"):
-                raise NotFound(f"{where} does not exist") from None
-            if code in CREDENTIAL_ERRORS:
-                raise ConfigError(f"storage '{self.name}' rejected its credentials ({code})") from None
-            raise TransferError(f"S3 error on {where}: {code or e.__class__.__name__}") from None
+            raise self.error_for(str(e.response.get("Error", {}).get("Code", "")) or e.__class__.__name__, key) from None
         except BotoCoreError as e:
             raise TransferError(f"cannot reach S3 for storage '{self.name}': {e.__class__.__name__}") from None
 
@@ -218,14 +210,18 @@ class S3Storage(Storage, SignedURLs, ServerCopy):
 
     def http_error(self, response, key: str):
         """Raise the TransferError for a failed data request, as `errors` does for the SDK's."""
-        code = http.error_code(response)
-        if code == "NoSuchBucket":
-            raise NotFound(f"bucket '{self.bucket}' of storage '{self.name}' does not exist")
-        if code in ("NoSuchKey", "404"):
-            raise NotFound(f"'{self.name}:{key}' does not exist")
+        raise self.error_for(http.error_code(response), key)
+
+    def error_for(self, code: str, key: str) -> TransferError:
+        """The one-line error for an S3 error code, naming the storage, not secrets."""
+        where = f"'{self.name}:{key}'" if key else f"storage '{self.name}'"
+        if code == "NoSuchBucket" or (not key and code in ("404", "NotFound")):
+            return NotFound(f"bucket '{self.bucket}' of storage '{self.name}' does not exist")
+        if code in ("NoSuchKey", "404", "NotFound"):
+            return NotFound(f"{where} does not exist")
         if code in CREDENTIAL_ERRORS:
-            raise ConfigError(f"storage '{self.name}' rejected its credentials ({code})")
-        raise TransferError(f"S3 error on '{self.name}:{key}': {code}")
+            return ConfigError(f"storage '{self.name}' rejected its credentials ({code})")
+        return TransferError(f"S3 error on {where}: {code}")
 
     def begin(self, key: str, source: ObjectInfo) -> Upload:
         headers = self.headers(source)

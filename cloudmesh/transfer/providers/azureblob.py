@@ -12,8 +12,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Iterator
 from urllib.parse import quote, urlsplit
 
-from azure.core.exceptions import (AzureError, ClientAuthenticationError, HttpResponseError,
-                                   ResourceNotFoundError)
+from azure.core.exceptions import AzureError, ClientAuthenticationError, HttpResponseError
 from azure.storage.blob import (BlobBlock, BlobSasPermissions, BlobServiceClient, ContainerSasPermissions,
                                 ContentSettings, generate_blob_sas, generate_container_sas)
 
@@ -22,7 +21,6 @@ from cloudmesh.transfer.errors import ConfigError, IntegrityError, NotFound, Tra
 from cloudmesh.transfer.providers import http
 from cloudmesh.transfer.providers.base import MiB, ObjectInfo, Reader, ServerCopy, SignedURLs, Storage, Upload
 
-MAX_PUT = 5000 * MiB  # the largest blob one Put Blob request may write
 NOT_IMPLEMENTED = ("NotImplemented", "APINotImplemented")
 VERSION = {"x-ms-version": "2021-08-06"}  # the REST API version of the data requests sent over plain HTTP
 METADATA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -77,42 +75,31 @@ class AzureStorage(Storage, SignedURLs, ServerCopy):
         self._sas: tuple[str, float] | None = None
 
     @classmethod
-    def from_config(cls, config: StorageConfig, chunk_size: int = 8 * MiB) -> "AzureStorage":
-        sizes = {"max_single_get_size": chunk_size, "max_chunk_get_size": chunk_size,
-                 "max_single_put_size": MAX_PUT, "max_block_size": chunk_size}
+    def from_config(cls, config: StorageConfig) -> "AzureStorage":
         connection_string = config.settings.get("connection_string")
         if not connection_string and not config.settings.get("account_key"):
             connection_string = os.environ.get("AZURE_STORAGE_CONNECTION_STRING")
         if connection_string:
             try:
-                service = BlobServiceClient.from_connection_string(connection_string, **sizes)
+                service = BlobServiceClient.from_connection_string(connection_string)
             except ValueError:
                 raise ConfigError(f"storage '{config.name}' has a malformed connection_string") from None
         else:
             account = config.require("account_name")
             key = config.require("account_key", "AZURE_STORAGE_KEY")
             endpoint = config.settings.get("endpoint") or f"https://{account}.blob.core.windows.net"
-            service = BlobServiceClient(endpoint, credential={"account_name": account, "account_key": key},
-                                        **sizes)
+            service = BlobServiceClient(endpoint, credential={"account_name": account, "account_key": key})
         return cls(config.name, service, config.require("container"))
 
     @contextlib.contextmanager
     def errors(self, key: str = ""):
         """Turn the SDK's errors into one-line TransferErrors that name the storage, not secrets."""
-        where = f"'{self.name}:{key}'" if key else f"storage '{self.name}'"
         try:
             yield
-        except ResourceNotFoundError as e:
-            if e.error_code == "ContainerNotFound":
-                raise NotFound(f"container '{self.container_name}' of storage '{self.name}' does not exist") from None
-            raise NotFound(f"{where} does not exist") from None
         except (ClientAuthenticationError, HttpResponseError) as e:
-            code = getattr(e.error_code, "value", e.error_code) or e.status_code
-            if code == "Md5Mismatch" or "MD5" in str(e.message or ""):
-                raise IntegrityError(f"Azure received other bytes for {where} than were sent ({code})") from None
-            if isinstance(e, ClientAuthenticationError) or e.status_code == 403:
-                raise ConfigError(f"storage '{self.name}' rejected its credentials ({code})") from None
-            raise TransferError(f"Azure error on {where}: {code}") from None
+            code = getattr(e.error_code, "value", e.error_code) or str(e.status_code)
+            status = 403 if isinstance(e, ClientAuthenticationError) else e.status_code
+            raise self.error_for(code, status, key, str(e.message or "")) from None
         except AzureError as e:
             raise TransferError(f"cannot reach Azure for storage '{self.name}': {e.__class__.__name__}") from None
 
@@ -130,19 +117,20 @@ class AzureStorage(Storage, SignedURLs, ServerCopy):
         """Copy Blob from another Azure blob; Put Block From URL from any source that signs URLs
         (S3 presigned GETs, as AzCopy does). A service without Put Block From URL (Azurite) is
         remembered, and the engine streams instead."""
-        url = source.signed_url(info.key) if isinstance(source, SignedURLs) else None
-        if url is None or info.size == 0:
+        from_azure = isinstance(source, AzureStorage)
+        if info.size == 0 or not isinstance(source, SignedURLs) or not (from_azure or self.from_url):
+            return None
+        url = source.signed_url(info.key)
+        if url is None:
             return None
         blob = self.container.get_blob_client(key)
-        if isinstance(source, AzureStorage):
+        if from_azure:
             with self.errors(key):
                 blob.start_copy_from_url(url)
                 copied = self.wait_for_copy(blob)
             if copied.size != info.size or (info.md5 and copied.md5 and copied.md5 != info.md5):
                 raise IntegrityError(f"Azure copied other bytes to '{self.name}:{key}' than the source holds")
             return "server-copy"
-        if not self.from_url:
-            return None
         try:
             numbers = self.stage_from_url(blob, url, info.size, part_size)
         except HttpResponseError as e:
@@ -231,17 +219,20 @@ class AzureStorage(Storage, SignedURLs, ServerCopy):
 
     def http_error(self, response, key: str):
         """Raise the TransferError for a failed data request, as `errors` does for the SDK's."""
-        code = http.error_code(response)
-        where = f"'{self.name}:{key}'"
+        raise self.error_for(http.error_code(response), response.status, key, (response.data or b"").decode(errors="replace"))
+
+    def error_for(self, code: str, status: int, key: str, message: str) -> TransferError:
+        """The one-line error for an Azure error code and HTTP status, naming the storage, not secrets."""
+        where = f"'{self.name}:{key}'" if key else f"storage '{self.name}'"
         if code == "ContainerNotFound":
-            raise NotFound(f"container '{self.container_name}' of storage '{self.name}' does not exist")
-        if response.status == 404:
-            raise NotFound(f"{where} does not exist")
-        if code == "Md5Mismatch" or b"MD5" in (response.data or b""):
-            raise IntegrityError(f"Azure received other bytes for {where} than were sent ({code})")
-        if response.status == 403:
-            raise ConfigError(f"storage '{self.name}' rejected its credentials ({code})")
-        raise TransferError(f"Azure error on {where}: {code}")
+            return NotFound(f"container '{self.container_name}' of storage '{self.name}' does not exist")
+        if status == 404:
+            return NotFound(f"{where} does not exist")
+        if code == "Md5Mismatch" or "MD5" in message:
+            return IntegrityError(f"Azure received other bytes for {where} than were sent ({code})")
+        if status == 403:
+            return ConfigError(f"storage '{self.name}' rejected its credentials ({code})")
+        return TransferError(f"Azure error on {where}: {code}")
 
     def open(self, key: str, offset: int = 0, length: int | None = None) -> Reader:
         response = http.send("GET", self.url(key), headers={**VERSION, **http.byte_range(offset, length)},

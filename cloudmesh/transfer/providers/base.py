@@ -75,7 +75,7 @@ class Storage(ABC):
 
     @classmethod
     @abstractmethod
-    def from_config(cls, config: StorageConfig, chunk_size: int) -> "Storage":
+    def from_config(cls, config: StorageConfig) -> "Storage":
         """Build the provider from its cloudmesh.yaml entry; raise ConfigError for missing fields."""
 
     @abstractmethod

@@ -75,7 +75,7 @@ class LocalStorage(Storage):
         self.root = root
 
     @classmethod
-    def from_config(cls, config: StorageConfig, chunk_size: int = 8 * MiB) -> "LocalStorage":
+    def from_config(cls, config: StorageConfig) -> "LocalStorage":
         root = Path(config.require("directory")).expanduser()
         return cls(config.name, root.resolve())
 
