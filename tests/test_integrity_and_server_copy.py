@@ -163,9 +163,8 @@ def test_s3_complete_refuses_an_etag_that_is_not_the_md5_of_the_parts():
 
 
 def test_azurite_refuses_a_block_whose_content_md5_differs(env):
-    from cloudmesh.transfer.providers.azureblob import AzureUpload
     storage = build(env, "azure")
-    upload = AzureUpload(storage, f"{env.prefix}/x", ObjectInfo("x", 4))
+    upload = storage.begin(f"{env.prefix}/x", ObjectInfo("x", 4))
     with pytest.raises(IntegrityError, match="other bytes"):
         upload.put_part(1, 0, b"data", hashlib.md5(b"not the data").digest())
 

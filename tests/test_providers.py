@@ -294,6 +294,87 @@ def test_s3_abort_discards_the_uploaded_parts(env):
     assert pending() == []
 
 
+# resumable uploads (the optional Resumable capability, on every kind)
+
+
+def stored_parts(storage, key: str) -> int:
+    """How many parts of unfinished uploads the target still stores for `key` (what costs money)."""
+    if storage.kind == "awss3":
+        uploads = storage.client.list_multipart_uploads(Bucket=storage.bucket, Prefix=key).get("Uploads", [])
+        return sum(len(storage.client.list_parts(Bucket=storage.bucket, Key=key, UploadId=u["UploadId"])
+                       .get("Parts", [])) for u in uploads)
+    if storage.kind == "azureblob":
+        blobs = storage.container.list_blobs(name_starts_with=key, include=["uncommittedblobs"])
+        if not any(b.name == key for b in blobs):
+            return 0
+        return len(storage.container.get_blob_client(key).get_block_list("uncommitted")[1])
+    return sum(1 for p in storage.path(key).parent.glob(".*.cmtransfer.partial"))
+
+
+def test_a_resumed_upload_lists_the_parts_already_stored_and_completes_with_them(storage, env):
+    key = f"{env.prefix}/resumed.bin"
+    first, last = two_parts(storage)
+    upload = storage.begin(key, shaped(first + last))
+    upload.put_part(1, 0, first, hashlib.md5(first).digest())
+    again = storage.resume_upload(key, shaped(first + last), upload.token)
+    if storage.kind == "local":
+        assert again is None  # a partial file cannot tell which parts it holds: begin afresh
+        storage.discard_upload(key, upload.token)
+        assert stored_parts(storage, key) == 0
+        return
+    assert set(again.uploaded) == {1} and again.uploaded[1].size == len(first)
+    assert again.uploaded[1].md5 in (None, hashlib.md5(first).hexdigest())
+    again.keep(1)
+    again.put_part(2, len(first), last, hashlib.md5(last).digest())
+    again.complete(hashlib.md5(first + last).digest())
+    assert read(storage, key) == first + last
+
+
+def test_discard_upload_removes_the_stored_parts_and_leaves_the_key_empty(storage, env):
+    key = f"{env.prefix}/discarded.bin"
+    first, _ = two_parts(storage)
+    upload = storage.begin(key, shaped(first))
+    upload.put_part(1, 0, first, hashlib.md5(first).digest())
+    assert stored_parts(storage, key) >= 1
+    storage.discard_upload(key, upload.token)
+    assert stored_parts(storage, key) == 0
+    assert storage.stat(key) is None
+
+
+def test_discard_upload_of_an_upload_already_gone_is_harmless(storage, env):
+    key = f"{env.prefix}/gone.bin"
+    upload = storage.begin(key, shaped(b"abc"))
+    upload.put_part(1, 0, b"abc", hashlib.md5(b"abc").digest())
+    upload.abort()
+    storage.discard_upload(key, upload.token)
+    assert storage.stat(key) is None
+
+
+def test_a_resumed_upload_that_is_gone_begins_afresh(env):
+    storage = build(env, "awss3")
+    key = f"{env.prefix}/never.bin"
+    upload = storage.begin(key, shaped(b"abc"))
+    upload.abort()
+    assert storage.resume_upload(key, shaped(b"abc"), upload.token) is None
+
+
+def test_discarding_azure_blocks_beside_an_existing_blob_keeps_the_blob(env):
+    storage, key = build(env, "azure"), f"{env.prefix}/existing.bin"
+    put(storage, key, b"committed")
+    upload = storage.begin(key, shaped(b"new bytes"))
+    upload.put_part(1, 0, b"new bytes", hashlib.md5(b"new bytes").digest())
+    storage.discard_upload(key, upload.token)
+    assert read(storage, key) == b"committed"
+
+
+def test_local_discard_upload_refuses_a_token_that_is_not_a_partial_file(env):
+    storage = build(env, "local")
+    put(storage, f"{env.prefix}/victim.txt", b"keep me")
+    with pytest.raises(UsageError):
+        storage.discard_upload(f"{env.prefix}/x", "victim.txt")
+    assert read(storage, f"{env.prefix}/victim.txt") == b"keep me"
+
+
 def test_local_aborted_upload_leaves_no_partial_file(env):
     storage = build(env, "local")
     upload = storage.begin(f"{env.prefix}/obj.bin", shaped(b"abc"))

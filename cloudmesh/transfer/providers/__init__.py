@@ -3,7 +3,9 @@ import importlib
 
 from cloudmesh.transfer.config import StorageConfig
 from cloudmesh.transfer.errors import ConfigError
-from cloudmesh.transfer.providers.base import MiB, ObjectInfo, Reader, ServerCopy, SignedURLs, Storage, Upload
+from cloudmesh.transfer.providers.base import (MiB, ObjectInfo, Part, Reader, Resumable, ServerCopy, SignedURLs,
+                                               Storage, Upload)
+from cloudmesh.transfer.retry import Retry
 
 KINDS = {
     "local": "cloudmesh.transfer.providers.local:LocalStorage",
@@ -20,9 +22,9 @@ def provider_class(kind: str) -> type[Storage]:
     return getattr(importlib.import_module(module), name)
 
 
-def open_storage(config: StorageConfig) -> Storage:
-    return provider_class(config.kind).from_config(config)
+def open_storage(config: StorageConfig, retry: Retry = Retry()) -> Storage:
+    return provider_class(config.kind).from_config(config, retry)
 
 
-__all__ = ["KINDS", "MiB", "ObjectInfo", "Reader", "ServerCopy", "SignedURLs", "Storage", "Upload", "open_storage",
-           "provider_class"]
+__all__ = ["KINDS", "MiB", "ObjectInfo", "Part", "Reader", "Resumable", "ServerCopy", "SignedURLs", "Storage",
+           "Upload", "open_storage", "provider_class"]

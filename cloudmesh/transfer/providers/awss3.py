@@ -15,7 +15,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 from cloudmesh.transfer.config import StorageConfig
 from cloudmesh.transfer.errors import ConfigError, IntegrityError, NotFound, TransferError
 from cloudmesh.transfer.providers import http
-from cloudmesh.transfer.providers.base import MiB, ObjectInfo, Reader, ServerCopy, SignedURLs, Storage, Upload
+from cloudmesh.transfer.providers.base import (MiB, ObjectInfo, Part, Reader, Resumable, ServerCopy, SignedURLs,
+                                               Storage, Upload)
+from cloudmesh.transfer.retry import Retry
 
 CREDENTIAL_ERRORS = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403",
                      "InvalidToken", "ExpiredToken"}
@@ -37,11 +39,18 @@ def user_metadata(metadata: dict) -> dict:
 
 class S3Upload(Upload):
     """A multipart upload. Each part's ETag must be the MD5 we sent, and the completed object's
-    ETag must be the MD5 of those MD5s, so S3 confirms every byte it stored."""
+    ETag must be the MD5 of those MD5s, so S3 confirms every byte it stored. S3 keeps the parts
+    of an open upload (and bills them) until it is completed or aborted."""
 
-    def __init__(self, storage: "S3Storage", key: str, upload_id: str):
-        self.storage, self.key, self.upload_id = storage, key, upload_id
+    keeps_parts = True
+
+    def __init__(self, storage: "S3Storage", key: str, upload_id: str, uploaded: dict[int, Part] | None = None):
+        self.storage, self.key, self.upload_id, self.token = storage, key, upload_id, upload_id
+        self.uploaded = uploaded or {}
         self.parts: dict[int, bytes] = {}
+
+    def keep(self, number: int) -> None:
+        self.parts[number] = bytes.fromhex(self.uploaded[number].md5)
 
     def put_part(self, number: int, offset: int, data: bytes, md5: bytes) -> None:
         with self.storage.errors(self.key):
@@ -69,7 +78,7 @@ class S3Upload(Upload):
                 Bucket=self.storage.bucket, Key=self.key, UploadId=self.upload_id)
 
 
-class S3Storage(Storage, SignedURLs, ServerCopy):
+class S3Storage(Storage, SignedURLs, ServerCopy, Resumable):
     kind = "awss3"
     min_part_size = 5 * MiB
     max_part_size = 5 * 1024 * MiB
@@ -77,14 +86,14 @@ class S3Storage(Storage, SignedURLs, ServerCopy):
     max_object_size = 5 * 1024**4
     copy_object_limit = 5 * 1024 * MiB  # larger objects are copied part by part (UploadPartCopy)
 
-    def __init__(self, name: str, client, bucket: str, account: tuple = ()):
-        super().__init__(name)
+    def __init__(self, name: str, client, bucket: str, account: tuple = (), retry: Retry = Retry()):
+        super().__init__(name, retry)
         self.client = client
         self.bucket = bucket
         self.account = account  # (endpoint, access key id): storages that can read each other's buckets
 
     @classmethod
-    def from_config(cls, config: StorageConfig) -> "S3Storage":
+    def from_config(cls, config: StorageConfig, retry: Retry = Retry()) -> "S3Storage":
         endpoint = config.settings.get("endpoint_url")
         client = boto3.session.Session().client(
             "s3",
@@ -94,12 +103,12 @@ class S3Storage(Storage, SignedURLs, ServerCopy):
             endpoint_url=endpoint or None,
             config=Config(s3={"addressing_style": "path" if endpoint else "auto"}, signature_version="s3v4",
                           max_pool_connections=64,
-                          retries={"max_attempts": 3, "mode": "standard"},
+                          retries={"total_max_attempts": retry.attempts, "mode": "standard"},
                           connect_timeout=10, read_timeout=60,
                           request_checksum_calculation="when_required",
                           response_checksum_validation="when_required"),
         )
-        return cls(config.name, client, config.require("bucket"), (endpoint, config.require("access_key_id")))
+        return cls(config.name, client, config.require("bucket"), (endpoint, config.require("access_key_id")), retry)
 
     @contextlib.contextmanager
     def errors(self, key: str = ""):
@@ -184,15 +193,27 @@ class S3Storage(Storage, SignedURLs, ServerCopy):
             self.client.head_bucket(Bucket=self.bucket)
 
     def open(self, key: str, offset: int = 0, length: int | None = None) -> Reader:
+        response = self.get(key, offset, length)
+        metadata = http.metadata_from(response.headers, "x-amz-meta-")
+        whole = response.status == 200
+        etag = response.headers.get("ETag")
+        md5 = (md5_of(etag) or metadata.get(MD5_METADATA)) if whole else None
+
+        def rest(done: int):
+            return self.get(key, offset + done, None if length is None else length - done, etag)
+
+        return http.HTTPReader(response, response.headers.get("Content-Type"), user_metadata(metadata), md5,
+                               rest, self.retry)
+
+    def get(self, key: str, offset: int, length: int | None, etag: str | None = None):
+        """A GET of the object or a range of it; with `etag`, only of that version of it."""
         url = self.client.generate_presigned_url("get_object", Params={"Bucket": self.bucket, "Key": key})
-        response = http.send("GET", url, headers=http.byte_range(offset, length), stream=True)
+        headers = {**http.byte_range(offset, length), **({"If-Match": etag} if etag else {})}
+        response = http.send("GET", url, headers=headers, stream=True, retry=self.retry)
         if response.status not in (200, 206):
             response.read()
             self.http_error(response, key)
-        metadata = http.metadata_from(response.headers, "x-amz-meta-")
-        whole = response.status == 200
-        md5 = (md5_of(response.headers.get("ETag")) or metadata.get(MD5_METADATA)) if whole else None
-        return http.HTTPReader(response, response.headers.get("Content-Type"), user_metadata(metadata), md5)
+        return response
 
     def put(self, key: str, data: bytes, source: ObjectInfo, md5: bytes) -> None:
         params = {"Bucket": self.bucket, "Key": key, "ContentMD5": base64.b64encode(md5).decode(),
@@ -202,7 +223,7 @@ class S3Storage(Storage, SignedURLs, ServerCopy):
                    **{f"x-amz-meta-{k}": v for k, v in params["Metadata"].items()}}
         if "ContentType" in params:
             headers["Content-Type"] = params["ContentType"]
-        response = http.send("PUT", url, body=data, headers=headers)
+        response = http.send("PUT", url, body=data, headers=headers, retry=self.retry)
         if response.status != 200:
             self.http_error(response, key)
         if md5_of(response.headers.get("ETag")) != md5.hex():
@@ -217,8 +238,10 @@ class S3Storage(Storage, SignedURLs, ServerCopy):
         where = f"'{self.name}:{key}'" if key else f"storage '{self.name}'"
         if code == "NoSuchBucket" or (not key and code in ("404", "NotFound")):
             return NotFound(f"bucket '{self.bucket}' of storage '{self.name}' does not exist")
-        if code in ("NoSuchKey", "404", "NotFound"):
+        if code in ("NoSuchKey", "NoSuchUpload", "404", "NotFound"):
             return NotFound(f"{where} does not exist")
+        if code == "PreconditionFailed":
+            return TransferError(f"{where} changed while it was being read")
         if code in CREDENTIAL_ERRORS:
             return ConfigError(f"storage '{self.name}' rejected its credentials ({code})")
         return TransferError(f"S3 error on {where}: {code}")
@@ -230,6 +253,28 @@ class S3Storage(Storage, SignedURLs, ServerCopy):
         with self.errors(key):
             response = self.client.create_multipart_upload(Bucket=self.bucket, Key=key, **headers)
         return S3Upload(self, key, response["UploadId"])
+
+    def resume_upload(self, key: str, source: ObjectInfo, token: str) -> Upload | None:
+        """The open multipart upload `token`, with the parts S3 lists for it."""
+        uploaded = {}
+        try:
+            with self.errors(key):
+                pages = self.client.get_paginator("list_parts").paginate(Bucket=self.bucket, Key=key, UploadId=token)
+                for page in pages:
+                    for part in page.get("Parts", []):
+                        md5 = md5_of(part["ETag"])
+                        if md5:
+                            uploaded[part["PartNumber"]] = Part(part["Size"], md5)
+        except NotFound:
+            return None
+        return S3Upload(self, key, token, uploaded)
+
+    def discard_upload(self, key: str, token: str) -> None:
+        try:
+            with self.errors(key):
+                self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=token)
+        except NotFound:
+            pass
 
     @staticmethod
     def headers(source: ObjectInfo) -> dict:

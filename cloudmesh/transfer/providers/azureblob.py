@@ -7,28 +7,38 @@ import base64
 import contextlib
 import os
 import re
+import secrets
 import time
 from datetime import datetime, timedelta, timezone
 from typing import Iterator
 from urllib.parse import quote, urlsplit
 
-from azure.core.exceptions import AzureError, ClientAuthenticationError, HttpResponseError
+from azure.core import MatchConditions
+from azure.core.exceptions import (AzureError, ClientAuthenticationError, HttpResponseError, ResourceExistsError,
+                                   ResourceModifiedError)
 from azure.storage.blob import (BlobBlock, BlobSasPermissions, BlobServiceClient, ContainerSasPermissions,
-                                ContentSettings, generate_blob_sas, generate_container_sas)
+                                ContentSettings, ExponentialRetry, generate_blob_sas, generate_container_sas)
 
 from cloudmesh.transfer.config import StorageConfig
 from cloudmesh.transfer.errors import ConfigError, IntegrityError, NotFound, TransferError, UsageError
 from cloudmesh.transfer.providers import http
-from cloudmesh.transfer.providers.base import MiB, ObjectInfo, Reader, ServerCopy, SignedURLs, Storage, Upload
+from cloudmesh.transfer.providers.base import (MiB, ObjectInfo, Part, Reader, Resumable, ServerCopy, SignedURLs,
+                                               Storage, Upload)
+from cloudmesh.transfer.retry import Retry
 
 NOT_IMPLEMENTED = ("NotImplemented", "APINotImplemented")
 VERSION = {"x-ms-version": "2021-08-06"}  # the REST API version of the data requests sent over plain HTTP
 METADATA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
-def block_id(number: int) -> str:
-    """The id of block `number`, as the SDK takes it (the SDK base64-encodes it on the wire)."""
-    return f"cmtransfer-{number:08d}"
+def block_id(tag: str, number: int) -> str:
+    """The id of block `number` of the upload `tag`, as the SDK takes it (it base64-encodes ids on
+    the wire). All ids of a blob must have one length: tags are 10 characters."""
+    return f"{tag}-{number:08d}"
+
+
+def new_tag() -> str:
+    return secrets.token_hex(5)
 
 
 def md5_header(md5: bytes) -> dict:
@@ -36,60 +46,71 @@ def md5_header(md5: bytes) -> dict:
 
 
 class AzureUpload(Upload):
-    """Staged blocks, each checked by the service against its Content-MD5; committed in order."""
+    """Staged blocks, each checked by the service against its Content-MD5; committed in order.
+    Azure keeps uncommitted blocks (and bills them) for a week unless they are discarded."""
 
-    def __init__(self, storage: "AzureStorage", key: str, source: ObjectInfo):
-        self.storage, self.key, self.source = storage, key, source
+    keeps_parts = True
+
+    def __init__(self, storage: "AzureStorage", key: str, source: ObjectInfo, tag: str,
+                 uploaded: dict[int, Part] | None = None):
+        self.storage, self.key, self.source, self.token = storage, key, source, tag
         self.blob = storage.container.get_blob_client(key)
+        self.uploaded = uploaded or {}
         self.numbers: set[int] = set()
 
     def put_part(self, number: int, offset: int, data: bytes, md5: bytes) -> None:
-        wire_id = base64.b64encode(block_id(number).encode()).decode()
+        wire_id = base64.b64encode(block_id(self.token, number).encode()).decode()
         url = self.storage.url(self.key, f"comp=block&blockid={quote(wire_id, safe='')}")
-        response = http.send("PUT", url, body=data, headers={**VERSION, **md5_header(md5)})
+        response = http.send("PUT", url, body=data, headers={**VERSION, **md5_header(md5)}, retry=self.storage.retry)
         if response.status != 201:
             self.storage.http_error(response, self.key)
         self.numbers.add(number)
 
+    def keep(self, number: int) -> None:
+        self.numbers.add(number)
+
     def complete(self, md5: bytes) -> None:
-        blocks = [BlobBlock(block_id(n)) for n in sorted(self.numbers)]
+        blocks = [BlobBlock(block_id(self.token, n)) for n in sorted(self.numbers)]
         with self.storage.errors(self.key):
             self.blob.commit_block_list(blocks, **self.storage.properties(self.source, md5))
 
     def abort(self) -> None:
-        """Uncommitted blocks are never visible; Azure discards them after a week."""
+        self.storage.discard_upload(self.key, self.token)
 
 
-class AzureStorage(Storage, SignedURLs, ServerCopy):
+class AzureStorage(Storage, SignedURLs, ServerCopy, Resumable):
     kind = "azureblob"
     min_part_size = 1
     max_part_size = 4000 * MiB
     max_parts = 50_000
     max_object_size = 50_000 * 4000 * MiB
 
-    def __init__(self, name: str, service: BlobServiceClient, container: str):
-        super().__init__(name)
+    def __init__(self, name: str, service: BlobServiceClient, container: str, retry: Retry = Retry()):
+        super().__init__(name, retry)
         self.container = service.get_container_client(container)
         self.container_name = container
         self.from_url = True  # Put Block From URL works here until the service says otherwise
         self._sas: tuple[str, float] | None = None
 
     @classmethod
-    def from_config(cls, config: StorageConfig) -> "AzureStorage":
+    def from_config(cls, config: StorageConfig, retry: Retry = Retry()) -> "AzureStorage":
         connection_string = config.settings.get("connection_string")
         if not connection_string and not config.settings.get("account_key"):
             connection_string = os.environ.get("AZURE_STORAGE_CONNECTION_STRING")
+        policy = ExponentialRetry(initial_backoff=retry.base, increment_base=2, retry_total=retry.attempts - 1,
+                                  random_jitter_range=1)
         if connection_string:
             try:
-                service = BlobServiceClient.from_connection_string(connection_string)
+                service = BlobServiceClient.from_connection_string(connection_string, retry_policy=policy)
             except ValueError:
                 raise ConfigError(f"storage '{config.name}' has a malformed connection_string") from None
         else:
             account = config.require("account_name")
             key = config.require("account_key", "AZURE_STORAGE_KEY")
             endpoint = config.settings.get("endpoint") or f"https://{account}.blob.core.windows.net"
-            service = BlobServiceClient(endpoint, credential={"account_name": account, "account_key": key})
-        return cls(config.name, service, config.require("container"))
+            service = BlobServiceClient(endpoint, credential={"account_name": account, "account_key": key},
+                                        retry_policy=policy)
+        return cls(config.name, service, config.require("container"), retry)
 
     @contextlib.contextmanager
     def errors(self, key: str = ""):
@@ -132,7 +153,7 @@ class AzureStorage(Storage, SignedURLs, ServerCopy):
                 raise IntegrityError(f"Azure copied other bytes to '{self.name}:{key}' than the source holds")
             return "server-copy"
         try:
-            numbers = self.stage_from_url(blob, url, info.size, part_size)
+            ids = self.stage_from_url(blob, url, info.size, part_size)
         except HttpResponseError as e:
             if e.status_code == 501 or getattr(e.error_code, "value", e.error_code) in NOT_IMPLEMENTED:
                 self.from_url = False
@@ -141,17 +162,16 @@ class AzureStorage(Storage, SignedURLs, ServerCopy):
                 raise
         shaped = source.stat(info.key) or info
         with self.errors(key):
-            blob.commit_block_list([BlobBlock(block_id(n)) for n in numbers],
+            blob.commit_block_list([BlobBlock(i) for i in ids],
                                    **self.properties(shaped, bytes.fromhex(shaped.md5) if shaped.md5 else None))
         return "from-url"
 
-    def stage_from_url(self, blob, url: str, size: int, part_size: int) -> list[int]:
-        numbers = []
+    def stage_from_url(self, blob, url: str, size: int, part_size: int) -> list[str]:
+        tag, ids = new_tag(), []
         for number, offset in enumerate(range(0, size, part_size), start=1):
-            blob.stage_block_from_url(block_id(number), url, source_offset=offset,
-                                      source_length=min(part_size, size - offset))
-            numbers.append(number)
-        return numbers
+            ids.append(block_id(tag, number))
+            blob.stage_block_from_url(ids[-1], url, source_offset=offset, source_length=min(part_size, size - offset))
+        return ids
 
     def wait_for_copy(self, blob, seconds: float = 3600) -> ObjectInfo:
         """Poll an asynchronous Copy Blob until it ends; Azure copies within an account at once."""
@@ -224,6 +244,8 @@ class AzureStorage(Storage, SignedURLs, ServerCopy):
     def error_for(self, code: str, status: int, key: str, message: str) -> TransferError:
         """The one-line error for an Azure error code and HTTP status, naming the storage, not secrets."""
         where = f"'{self.name}:{key}'" if key else f"storage '{self.name}'"
+        if code == "ConditionNotMet" and key:
+            return TransferError(f"{where} changed while it was being read")
         if code == "ContainerNotFound":
             return NotFound(f"container '{self.container_name}' of storage '{self.name}' does not exist")
         if status == 404:
@@ -235,15 +257,25 @@ class AzureStorage(Storage, SignedURLs, ServerCopy):
         return TransferError(f"Azure error on {where}: {code}")
 
     def open(self, key: str, offset: int = 0, length: int | None = None) -> Reader:
-        response = http.send("GET", self.url(key), headers={**VERSION, **http.byte_range(offset, length)},
-                             stream=True)
+        response = self.get(key, offset, length)
+        stored = response.headers.get("Content-MD5") if response.status == 200 else None
+        etag = response.headers.get("ETag")
+
+        def rest(done: int):
+            return self.get(key, offset + done, None if length is None else length - done, etag)
+
+        return http.HTTPReader(response, response.headers.get("Content-Type"),
+                               http.metadata_from(response.headers, "x-ms-meta-"),
+                               base64.b64decode(stored).hex() if stored else None, rest, self.retry)
+
+    def get(self, key: str, offset: int, length: int | None, etag: str | None = None):
+        """A GET of the blob or a range of it; with `etag`, only of that version of it."""
+        headers = {**VERSION, **http.byte_range(offset, length), **({"If-Match": etag} if etag else {})}
+        response = http.send("GET", self.url(key), headers=headers, stream=True, retry=self.retry)
         if response.status not in (200, 206):
             response.read()
             self.http_error(response, key)
-        stored = response.headers.get("Content-MD5") if response.status == 200 else None
-        return http.HTTPReader(response, response.headers.get("Content-Type"),
-                               http.metadata_from(response.headers, "x-ms-meta-"),
-                               base64.b64decode(stored).hex() if stored else None)
+        return response
 
     @staticmethod
     def properties(source: ObjectInfo, md5: bytes | None) -> dict:
@@ -259,7 +291,7 @@ class AzureStorage(Storage, SignedURLs, ServerCopy):
                    "x-ms-blob-content-type": settings.content_type,
                    "x-ms-blob-content-md5": base64.b64encode(md5).decode(),
                    **{f"x-ms-meta-{k}": v for k, v in properties["metadata"].items()}}
-        response = http.send("PUT", self.url(key), body=data, headers=headers)
+        response = http.send("PUT", self.url(key), body=data, headers=headers, retry=self.retry)
         if response.status != 201:
             self.http_error(response, key)
         landed = response.headers.get("Content-MD5")
@@ -267,7 +299,30 @@ class AzureStorage(Storage, SignedURLs, ServerCopy):
             raise IntegrityError(f"Azure stored other bytes for '{self.name}:{key}' than were sent")
 
     def begin(self, key: str, source: ObjectInfo) -> Upload:
-        return AzureUpload(self, key, source)
+        return AzureUpload(self, key, source, new_tag())
+
+    def resume_upload(self, key: str, source: ObjectInfo, token: str) -> Upload | None:
+        """The upload `token` again, with the uncommitted blocks Azure holds for it."""
+        blob = self.container.get_blob_client(key)
+        try:
+            with self.errors(key):
+                _, uncommitted = blob.get_block_list("uncommitted")
+        except NotFound:
+            uncommitted = []
+        uploaded = {int(b.id.rsplit("-", 1)[1]): Part(b.size) for b in uncommitted if b.id.startswith(f"{token}-")}
+        return AzureUpload(self, key, source, token, uploaded)
+
+    def discard_upload(self, key: str, token: str) -> None:
+        """Azure has no call that drops uncommitted blocks; committing an empty block list does, so
+        where no blob exists yet an empty one is committed (only if none exists) and deleted (only
+        that one). Beside an existing blob the blocks stay until Azure drops them after a week."""
+        blob = self.container.get_blob_client(key)
+        with self.errors(key):
+            try:
+                empty = blob.commit_block_list([], match_condition=MatchConditions.IfMissing)
+                blob.delete_blob(etag=empty["etag"], match_condition=MatchConditions.IfNotModified)
+            except (ResourceExistsError, ResourceModifiedError):
+                pass
 
     def delete(self, key: str) -> None:
         with self.errors(key):

@@ -11,6 +11,7 @@ from typing import Iterator
 
 from cloudmesh.transfer.config import StorageConfig
 from cloudmesh.transfer.errors import UsageError
+from cloudmesh.transfer.retry import Retry
 
 MiB = 1024 * 1024
 
@@ -43,13 +44,34 @@ class Reader(ABC):
         """Release the connection or file."""
 
 
+@dataclass(frozen=True)
+class Part:
+    """A part an earlier run already uploaded: its size, and its MD5 (hex) where the target tells."""
+
+    size: int
+    md5: str | None = None
+
+
 class Upload(ABC):
-    """A multi-part write; nothing is visible at the key until `complete` succeeds."""
+    """A multi-part write; nothing is visible at the key until `complete` succeeds.
+
+    `token` names the upload for a later run (see Resumable), and `uploaded` holds the parts a
+    resumed upload already has (they count for `complete` unless sent again). `keeps_parts` says
+    whether the target keeps parts after a failure, so that a resume can reuse them.
+    """
+
+    token: str | None = None
+    uploaded: dict[int, Part] = {}
+    keeps_parts: bool = False
 
     @abstractmethod
     def put_part(self, number: int, offset: int, data: bytes, md5: bytes) -> None:
         """Store part `number` (1-based) that starts at byte `offset`; `md5` is its digest, which the
         target checks (IntegrityError when the bytes that arrived differ). Parts may come in parallel."""
+
+    def keep(self, number: int) -> None:
+        """Count part `number` of `uploaded` in the object instead of sending it again."""
+        raise NotImplementedError(f"{self.__class__.__name__} has no uploaded parts to keep")
 
     @abstractmethod
     def complete(self, md5: bytes) -> None:
@@ -70,13 +92,14 @@ class Storage(ABC):
     max_object_size: int = 2**62
     max_key_bytes: int = 1024
 
-    def __init__(self, name: str):
-        self.name = name
+    def __init__(self, name: str, retry: Retry = Retry()):
+        self.name, self.retry = name, retry
 
     @classmethod
     @abstractmethod
-    def from_config(cls, config: StorageConfig) -> "Storage":
-        """Build the provider from its cloudmesh.yaml entry; raise ConfigError for missing fields."""
+    def from_config(cls, config: StorageConfig, retry: Retry = Retry()) -> "Storage":
+        """Build the provider from its cloudmesh.yaml entry, retrying transient failures as `retry`
+        says; raise ConfigError for missing fields."""
 
     @abstractmethod
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
@@ -141,3 +164,17 @@ class ServerCopy(ABC):
     def server_copy(self, source: Storage, info: ObjectInfo, key: str, part_size: int) -> str | None:
         """Copy `info` from `source` to `key` and return how (e.g. 'server-copy'), or None when this
         pair cannot be copied that way (the engine then streams)."""
+
+
+class Resumable(ABC):
+    """Optional capability of a target: reopen, or discard, a multi-part upload that an earlier
+    run began, by the `token` it recorded."""
+
+    @abstractmethod
+    def resume_upload(self, key: str, source: ObjectInfo, token: str) -> Upload | None:
+        """The upload again, with `uploaded` filled from what the target holds; None when it is
+        gone (the caller then begins afresh)."""
+
+    @abstractmethod
+    def discard_upload(self, key: str, token: str) -> None:
+        """Remove what the upload stored so far (it stops costing storage); nothing visible changes."""

@@ -6,13 +6,16 @@ requests that carry object bytes (GET of an object or range, PUT of a small obje
 here; listing, multipart bookkeeping and server-side copies stay with the SDKs.
 """
 import re
+import time
 import urllib.request
+from typing import Callable
 from urllib.parse import urlsplit
 
 import urllib3
 
 from cloudmesh.transfer.errors import TransferError
 from cloudmesh.transfer.providers.base import Reader
+from cloudmesh.transfer.retry import TRANSIENT_STATUS, Retry
 
 OPTIONS = {"num_pools": 8, "maxsize": 64, "retries": False, "timeout": urllib3.Timeout(connect=10, read=120)}
 POOL = urllib3.PoolManager(**OPTIONS)
@@ -28,13 +31,29 @@ def pool(url: str) -> urllib3.PoolManager:
 
 
 def send(method: str, url: str, *, body: bytes | None = None, headers: dict | None = None,
-         stream: bool = False) -> urllib3.BaseHTTPResponse:
-    """One request; a connection failure names the host only (the URL carries a signature)."""
-    try:
-        return pool(url).request(method, url, body=body, headers=headers, preload_content=not stream,
-                                 redirect=False)
-    except urllib3.exceptions.HTTPError as e:
-        raise TransferError(f"cannot reach {urlsplit(url).netloc}: {e.__class__.__name__}") from None
+         stream: bool = False, retry: Retry = Retry()) -> urllib3.BaseHTTPResponse:
+    """One request, tried again after a connection failure or a transient status (503 SlowDown,
+    ServerBusy...) within the retry's bounds; the last answer is returned whatever its status.
+    A connection failure names the host only (the URL carries a signature)."""
+    pauses = retry.pauses()
+    while True:
+        try:
+            response = pool(url).request(method, url, body=body, headers=headers, preload_content=not stream,
+                                         redirect=False)
+        except urllib3.exceptions.HTTPError as e:
+            response, failure = None, e
+        else:
+            if response.status not in TRANSIENT_STATUS:
+                return response
+        pause = next(pauses, None)
+        if pause is None:
+            if response is None:
+                raise TransferError(f"cannot reach {urlsplit(url).netloc}: {failure.__class__.__name__}") from None
+            return response
+        if response is not None:
+            response.drain_conn()
+            response.release_conn()
+        time.sleep(pause)
 
 
 def error_code(response: urllib3.BaseHTTPResponse) -> str:
@@ -58,15 +77,30 @@ def metadata_from(headers, prefix: str) -> dict:
 
 
 class HTTPReader(Reader):
-    """An object's bytes straight from an HTTP response."""
+    """An object's bytes straight from an HTTP response. When the download breaks off midway,
+    `reopen(bytes_read)` asks for the rest (of the same version of the object) and reading goes on."""
 
     def __init__(self, response: urllib3.BaseHTTPResponse, content_type: str | None, metadata: dict,
-                 md5: str | None):
-        self.response = response
+                 md5: str | None, reopen: Callable[[int], urllib3.BaseHTTPResponse], retry: Retry = Retry()):
+        self.response, self.reopen, self.retry, self.position = response, reopen, retry, 0
         self.content_type, self.metadata, self.md5 = content_type, metadata, md5
 
     def read(self, size: int) -> bytes:
-        return self.response.read(size)
+        pauses = None
+        while True:
+            try:
+                data = self.response.read(size)
+                self.position += len(data)
+                return data
+            except (urllib3.exceptions.HTTPError, OSError) as e:
+                pauses = pauses or self.retry.pauses()
+                pause = next(pauses, None)
+                if pause is None:
+                    raise TransferError(f"the download broke off after {self.position} bytes "
+                                        f"({e.__class__.__name__})") from None
+                self.response.close()
+                time.sleep(pause)
+                self.response = self.reopen(self.position)
 
     def close(self) -> None:
         self.response.release_conn()

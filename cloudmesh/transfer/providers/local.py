@@ -12,7 +12,8 @@ from typing import Iterator
 
 from cloudmesh.transfer.config import StorageConfig
 from cloudmesh.transfer.errors import IntegrityError, NotFound, TransferError, UsageError
-from cloudmesh.transfer.providers.base import MiB, ObjectInfo, Reader, Storage, Upload
+from cloudmesh.transfer.providers.base import MiB, ObjectInfo, Reader, Resumable, Storage, Upload
+from cloudmesh.transfer.retry import Retry
 
 PARTIAL_SUFFIX = ".cmtransfer.partial"
 
@@ -36,10 +37,14 @@ class LocalReader(Reader):
 
 
 class LocalUpload(Upload):
+    """A hidden partial file beside the target; its name is the token, so that a run that was
+    killed can have its partial file removed later."""
+
     def __init__(self, path: Path, source: ObjectInfo):
         self.path = path
         self.source = source
         self.partial = path.with_name(f".{path.name}.{secrets.token_hex(4)}{PARTIAL_SUFFIX}")
+        self.token = self.partial.name
         path.parent.mkdir(parents=True, exist_ok=True)
         self.fd = os.open(self.partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
 
@@ -66,18 +71,18 @@ class LocalUpload(Upload):
         self.partial.unlink(missing_ok=True)
 
 
-class LocalStorage(Storage):
+class LocalStorage(Storage, Resumable):
     kind = "local"
     max_key_bytes = 4096
 
-    def __init__(self, name: str, root: Path):
-        super().__init__(name)
+    def __init__(self, name: str, root: Path, retry: Retry = Retry()):
+        super().__init__(name, retry)
         self.root = root
 
     @classmethod
-    def from_config(cls, config: StorageConfig) -> "LocalStorage":
+    def from_config(cls, config: StorageConfig, retry: Retry = Retry()) -> "LocalStorage":
         root = Path(config.require("directory")).expanduser()
-        return cls(config.name, root.resolve())
+        return cls(config.name, root.resolve(), retry)
 
     def check_key(self, key: str) -> None:
         super().check_key(key)
@@ -158,6 +163,15 @@ class LocalStorage(Storage):
             return LocalUpload(path, source)
         except OSError as e:
             raise TransferError(f"cannot write under '{self.name}:{key}': {e.strerror}") from None
+
+    def resume_upload(self, key: str, source: ObjectInfo, token: str) -> Upload | None:
+        """A partial file cannot tell which of its parts were written: always begin afresh."""
+        return None
+
+    def discard_upload(self, key: str, token: str) -> None:
+        if "/" in token or not token.startswith(".") or not token.endswith(PARTIAL_SUFFIX):
+            raise UsageError(f"'{token}' is not a partial file of this tool")
+        self.path(key).with_name(token).unlink(missing_ok=True)
 
     def delete(self, key: str) -> None:
         try:
