@@ -14,6 +14,8 @@ from cloudmesh.transfer.records.sqlite import SQLiteRecords
 class FailingPart:
     """Wraps a real local upload; part 2 fails, the others are slow, so parts are still queued."""
 
+    token, uploaded, keeps_parts = None, {}, False
+
     def __init__(self, upload):
         self.upload = upload
 
@@ -40,7 +42,7 @@ def planned(tmp_path, source, target):
     records = SQLiteRecords(tmp_path / "records.db")
     items = plan(source, Location("src", ""), target, Location("dst", ""), recursive=True)
     records.create({"id": "t", "source": "src:", "target": "dst:", "copy": True, "recursive": True,
-                    "route": "local->local"},
+                    "route": "local->local", "owner": "o"},
                    [{"path": i.path, "source_key": i.source.key, "target_key": i.target_key, "size": i.source.size}
                     for i in items])
     return records, items
@@ -55,7 +57,7 @@ def test_a_failed_part_leaves_every_memory_slot_free_and_no_partial_file(tmp_pat
     records, items = planned(tmp_path, source, target)
     engine = Engine(source, target, records, Options(parallel=2, chunk_size=1 * MiB))
 
-    assert engine.run("t", items, move=False) == "failed"
+    assert engine.run("t", items, move=False, owner="o") == "failed"
 
     assert all(engine.slots.acquire(blocking=False) for _ in range(2))
     status = records.status("t")
@@ -91,5 +93,5 @@ def test_reading_stops_soon_after_a_part_fails(tmp_path):
     (tmp_path / "src" / "big.bin").write_bytes(os.urandom(64 * MiB))
     records, items = planned(tmp_path, source, target)
 
-    assert Engine(source, target, records, Options(parallel=2, chunk_size=1 * MiB)).run("t", items, False) == "failed"
+    assert Engine(source, target, records, Options(parallel=2, chunk_size=1 * MiB)).run("t", items, False, "o") == "failed"
     assert sum(read) <= 8 * MiB

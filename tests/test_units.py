@@ -334,7 +334,7 @@ def test_require_names_the_missing_field_and_its_variable(tmp_path):
 
 def transfer(tid: str, route: str = "local->awss3") -> dict:
     return {"id": tid, "source": "local:src", "target": "awss3:dst", "route": route, "copy": True,
-            "recursive": True}
+            "recursive": True, "owner": f"owner-of-{tid}"}
 
 
 def objects(*sizes: int) -> list[dict]:
@@ -393,7 +393,7 @@ def test_creating_an_existing_id_raises_id_in_use_and_keeps_the_first(records):
 def test_update_object_rejects_unknown_fields(records):
     records.create(transfer("t1"), objects(10))
     with pytest.raises(ValueError):
-        records.update_object("t1", "f0", size=99)
+        records.update_object("t1", "f0", colour="red")
 
 
 def test_transfers_filters_by_state(records):
@@ -416,7 +416,7 @@ def test_statistic_totals_by_state_and_by_route(records):
     records.finish("b", "failed")
     records.create(transfer("c", "local->awss3"), objects(100))
     stats = records.statistic()
-    assert stats["transfers"] == {"running": 1, "completed": 1, "failed": 1}
+    assert stats["transfers"] == {"running": 1, "interrupted": 0, "completed": 1, "failed": 1, "cancelled": 0}
     assert stats["by_route"] == {"awss3->azureblob": {"transfers": 1, "bytes": 5, "objects": 1},
                                  "local->awss3": {"transfers": 2, "bytes": 30, "objects": 2}}
     assert (stats["bytes_total"], stats["objects_total"]) == (35, 3)
@@ -425,7 +425,7 @@ def test_statistic_totals_by_state_and_by_route(records):
 
 def test_statistic_of_an_empty_store_is_all_zero(records):
     stats = records.statistic()
-    assert stats["transfers"] == {"running": 0, "completed": 0, "failed": 0}
+    assert stats["transfers"] == {"running": 0, "interrupted": 0, "completed": 0, "failed": 0, "cancelled": 0}
     assert (stats["bytes_total"], stats["objects_total"], stats["by_route"]) == (0, 0, {})
     assert stats["throughput_bytes_per_second"] == 0
 

@@ -8,22 +8,27 @@ from __future__ import annotations
 
 import re
 import secrets
+import threading
+import time
 from datetime import datetime
 from pathlib import Path
 
 from cloudmesh.transfer import config as settings
 from cloudmesh.transfer import location
 from cloudmesh.transfer.engine import Engine, Options
-from cloudmesh.transfer.errors import NotFound, UsageError
+from cloudmesh.transfer.errors import NotFound, TransferError, UsageError
 from cloudmesh.transfer.location import Location
-from cloudmesh.transfer.planner import Selection, plan
+from cloudmesh.transfer.planner import Item, Selection, mark_in_sync, plan
 from cloudmesh.transfer.progress import Progress
-from cloudmesh.transfer.providers import MiB, Storage, open_storage
+from cloudmesh.transfer.providers import MiB, Resumable, Storage, open_storage
 from cloudmesh.transfer.records import Records, open_records
 from cloudmesh.transfer.records.base import iso
+from cloudmesh.transfer.retry import Retry
 
 TRANSFER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 MAX_PARALLEL = 64
+MAX_RETRIES = 20
+CANCEL_WAIT = 30.0  # seconds `cancel` waits for a running transfer to stop
 
 
 def new_id() -> str:
@@ -50,15 +55,29 @@ def parse_size(value) -> int:
 
 
 class Transfer:
-    """Copy, move, list and delete across configured storages, and read the transfer records."""
+    """Copy, move, list and delete across configured storages, and read the transfer records.
+    Setting `stop` (e.g. on Ctrl-C) cancels the transfer this object is running."""
 
-    def __init__(self, records: Records | None = None, parallel: int = Options.parallel, chunksize="8MiB"):
+    def __init__(self, records: Records | None = None, parallel: int = Options.parallel, chunksize="8MiB",
+                 retries: int = Retry.attempts - 1):
         self._records = records
         self._config = None
         self._opened: dict[str, Storage] = {}
         self.options = Options(parallel=self.check_parallel(parallel), chunk_size=parse_size(chunksize))
         if self.options.chunk_size < 1 * MiB:
             raise UsageError("--chunksize must be at least 1MiB")
+        self.retry = Retry(attempts=self.check_retries(retries) + 1)
+        self.stop = threading.Event()
+
+    @staticmethod
+    def check_retries(value) -> int:
+        try:
+            number = int(value)
+        except (TypeError, ValueError):
+            raise UsageError(f"--retries must be a whole number, not '{value}'") from None
+        if not 0 <= number <= MAX_RETRIES:
+            raise UsageError(f"--retries must be between 0 and {MAX_RETRIES}, not {number}")
+        return number
 
     @staticmethod
     def check_parallel(value) -> int:
@@ -81,7 +100,7 @@ class Transfer:
         if self._config is None:
             self._config = settings.load_storages()
         if name not in self._opened:
-            self._opened[name] = open_storage(settings.storage_config(name, self._config))
+            self._opened[name] = open_storage(settings.storage_config(name, self._config), self.retry)
         return self._opened[name]
 
     def copy(self, source: str, target: str, recursive: bool = False, id: str | None = None, *,
@@ -125,18 +144,110 @@ class Transfer:
         if self.records.status(transfer_id):
             raise UsageError(f"transfer id '{transfer_id}' is already used; choose another id")
         src, dst, (source_storage, target_storage), items = self.prepare(source, target, recursive, selection)
+        owner = secrets.token_hex(8)
         self.records.create(
             {"id": transfer_id, "source": str(src), "target": str(dst), "copy": not move,
-             "recursive": recursive, "route": f"{source_storage.kind}->{target_storage.kind}"},
-            [{"path": i.path, "source_key": i.source.key, "target_key": i.target_key, "size": i.source.size}
-             for i in items])
+             "recursive": recursive, "route": f"{source_storage.kind}->{target_storage.kind}", "owner": owner},
+            [{"path": i.path, "source_key": i.source.key, "target_key": i.target_key, "size": i.source.size,
+              "etag": i.source.etag, "mtime": i.source.mtime} for i in items])
+        return self.execute(transfer_id, items, move, owner, (source_storage, target_storage), progress)
+
+    def execute(self, transfer_id: str, items: list[Item], move: bool, owner: str, storages: tuple,
+                progress: Progress | None) -> dict:
+        """Run the engine over the items; a cancelled run leaves no partial upload behind."""
         progress = progress or Progress()
         progress.start(sum(i.source.size for i in items if not i.skip), len(items))
         try:
-            Engine(source_storage, target_storage, self.records, self.options, progress).run(transfer_id, items, move)
+            state = Engine(*storages, self.records, self.options, progress, self.stop).run(transfer_id, items, move,
+                                                                                          owner)
         finally:
             progress.close()
+        if state == "cancelled":
+            self.discard_uploads(transfer_id, storages[1])
         return self.records.status(transfer_id)
+
+    def resume(self, id: str, progress: Progress | None = None) -> dict:
+        """Go on with an interrupted, failed or cancelled transfer: objects already done are kept;
+        a large object's parts still at the target are reused unless its source changed since
+        (size, etag or mtime), in which case it is copied afresh. An object that a killed run
+        finished but did not record is found at the target (size and MD5) and not sent again."""
+        status = self.status(id)
+        if status["state"] == "completed":
+            return status
+        owner = secrets.token_hex(8)
+        self.records.claim(id, owner)
+        src, dst = Location.parse(status["source"]), Location.parse(status["target"])
+        source, target = self.storage(src.storage), self.storage(dst.storage)
+        rows = [row for row in self.records.objects(id) if row["state"] not in ("done", "skipped")]
+        now = self.current(source, src.path, status["recursive"], [row["source_key"] for row in rows])
+        items = []
+        for row in rows:
+            info = now.get(row["source_key"])
+            if info is None:
+                state, message = ("done", None) if row["state"] == "copied" else ("failed", "the source no longer exists")
+                self.records.update_object(id, row["path"], state=state, message=message)
+                continue
+            if (info.size, info.etag, info.mtime) != (row["size"], row["etag"], row["mtime"]):
+                self.discard_upload(target, row)
+                self.records.update_object(id, row["path"], size=info.size, etag=info.etag, mtime=info.mtime,
+                                           upload=None, part_size=None, state="pending")
+                row = {**row, "upload": None, "part_size": None, "state": "pending"}
+            items.append(Item(row["path"], info, row["target_key"], record=row))
+        fresh = [item for item in items if item.record["state"] == "pending" and not item.record["upload"]]
+        if fresh:
+            mark_in_sync(fresh, source, target, dst, "checksum")
+        return self.execute(id, items, not status["copy"], owner, (source, target), progress)
+
+    @staticmethod
+    def current(storage: Storage, path: str, recursive: bool, keys: list[str]) -> dict:
+        """The source objects as they are now, by key: listed for a folder, else looked up."""
+        if recursive:
+            return {info.key: info for info in storage.list(path)}
+        return {key: info for key in keys if (info := storage.stat(key))}
+
+    def cancel(self, id: str) -> dict:
+        """Stop a transfer: a running one is asked to stop (and this waits until it has, aborting
+        its open uploads); an interrupted or failed one has its partial uploads discarded."""
+        status = self.status(id)
+        if status["state"] in ("completed", "cancelled"):
+            raise UsageError(f"transfer '{id}' is already {status['state']}")
+        if status["state"] == "running":
+            self.records.request_cancel(id)
+            deadline = time.monotonic() + CANCEL_WAIT
+            while (status := self.status(id))["state"] == "running":
+                if time.monotonic() > deadline:
+                    raise TransferError(f"transfer '{id}' was asked to cancel but has not stopped yet")
+                time.sleep(0.2)
+            if status["state"] != "interrupted":
+                return status
+        owner = secrets.token_hex(8)
+        self.records.claim(id, owner)
+        self.discard_uploads(id, self.storage(Location.parse(status["target"]).storage))
+        self.records.finish(id, "cancelled", owner=owner)
+        return self.records.status(id)
+
+    def cleanup(self, id: str) -> list[str]:
+        """Discard the partial uploads (open S3 multipart uploads, uncommitted Azure blocks, local
+        partial files) a stopped transfer left, so that they stop costing storage; its objects
+        then start afresh on resume. Returns the target keys cleaned."""
+        status = self.status(id)
+        if status["state"] == "running":
+            raise UsageError(f"transfer '{id}' is running; cancel it instead")
+        return self.discard_uploads(id, self.storage(Location.parse(status["target"]).storage))
+
+    def discard_uploads(self, id: str, target: Storage) -> list[str]:
+        cleaned = []
+        for row in self.records.objects(id):
+            if row["upload"] and row["state"] not in ("done", "skipped"):
+                self.discard_upload(target, row)
+                self.records.update_object(id, row["path"], upload=None, part_size=None, bytes_done=0)
+                cleaned.append(row["target_key"])
+        return cleaned
+
+    @staticmethod
+    def discard_upload(target: Storage, row: dict) -> None:
+        if row["upload"] and isinstance(target, Resumable):
+            target.discard_upload(row["target_key"], row["upload"])
 
     def run(self, id: str, data: str, copy=True) -> dict:
         """Transfer `data` (a path under the configured source) to the same path under the target."""

@@ -2,8 +2,13 @@
 
 Every worker holds at most one part in memory, so a transfer uses about `parallel x part size`
 whatever the object sizes. Each object is hashed (MD5) while it streams, checked against what
-the source and the target say of it, and only then marked done (and, for a move, deleted at
-the source).
+the source and the target say of it, and only then marked done (and, for a move, recorded as
+copied, deleted at the source and then marked done), so a crash at any point never loses an
+object and never records one as done that is not verified at the target.
+
+A run holds a lease on its transfer (a heartbeat in the records): it stops when the transfer is
+cancelled, and a run whose process died is seen as interrupted. Large objects record their
+upload's token before the first part, so that a resumed run reuses the parts already stored.
 """
 import contextlib
 import hashlib
@@ -12,11 +17,12 @@ import threading
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
-from cloudmesh.transfer.errors import IntegrityError, TransferError
+from cloudmesh.transfer.errors import IntegrityError, NotFound, TransferError
 from cloudmesh.transfer.planner import Item
 from cloudmesh.transfer.progress import Progress
-from cloudmesh.transfer.providers import MiB, ObjectInfo, Reader, ServerCopy, Storage
+from cloudmesh.transfer.providers import MiB, ObjectInfo, Reader, Resumable, ServerCopy, Storage, Upload
 from cloudmesh.transfer.records import Records
+from cloudmesh.transfer.records.base import HEARTBEAT
 
 
 SMALL = 1 * MiB  # objects up to this size take no memory slot: a worker holds at most this much
@@ -57,6 +63,32 @@ class Sent:
             return self.total
 
 
+class Stopped(Exception):
+    """The run was told to stop (cancel, Ctrl-C, or another process took the transfer over)."""
+
+
+class Lease(threading.Thread):
+    """Renews the run's lease every HEARTBEAT seconds, and stops the engine when the transfer is
+    cancelled or claimed by another process."""
+
+    def __init__(self, engine: "Engine", owner: str):
+        super().__init__(name="lease", daemon=True)
+        self.engine, self.owner, self.done = engine, owner, threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(HEARTBEAT):
+            try:
+                answer = self.engine.records.heartbeat(self.engine.transfer_id, self.owner)
+            except Exception:
+                continue  # a busy or locked store: the next beat tries again
+            if answer != "run":
+                self.engine.halt(answer)
+
+    def end(self) -> None:
+        self.done.set()
+        self.join()
+
+
 def read_exact(reader: Reader, size: int) -> bytes:
     """Up to `size` bytes from a reader, fewer only at the end of the object. A single read is
     returned as it is; only several short reads are joined (one copy)."""
@@ -76,34 +108,63 @@ class Engine:
     Objects run `options.objects` at a time; the parts of large objects are uploaded by a second
     pool, and a semaphore of `parallel` slots bounds the parts held in memory across the transfer
     (a cancelled part gives its slot back, or later objects would wait for it forever).
+    Setting `stop` (Ctrl-C) cancels the run: no new object or part starts, open uploads are aborted.
     """
 
     def __init__(self, source: Storage, target: Storage, records: Records, options: Options,
-                 progress: Progress = Progress()):
+                 progress: Progress = Progress(), stop: threading.Event | None = None):
         self.source, self.target, self.records, self.options = source, target, records, options
         self.progress = progress
         self.slots = threading.BoundedSemaphore(options.parallel)
+        self.stop = stop or threading.Event()
+        self.reason: str | None = None  # why the run stops: "cancel", "lost" or "interrupt"
 
-    def run(self, transfer_id: str, items: list[Item], move: bool) -> str:
-        """Transfer every item; the transfer ends `completed` only if every object did."""
+    def halt(self, reason: str) -> None:
+        self.reason = self.reason or reason
+        self.stop.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self.stop.is_set() and self.reason in (None, "cancel")
+
+    def run(self, transfer_id: str, items: list[Item], move: bool, owner: str) -> str:
+        """Transfer every item under `owner`'s lease; returns the transfer's final state: completed
+        only if every object is settled, cancelled, failed, or "lost" when another run took it over."""
         self.transfer_id = transfer_id
+        lease = Lease(self, owner)
+        lease.start()
         try:
             with ThreadPoolExecutor(self.options.parallel, thread_name_prefix="part") as self.part_pool, \
                     ThreadPoolExecutor(self.options.objects, thread_name_prefix="object") as objects:
-                outcomes = list(objects.map(lambda item: self.transfer(item, move), items))
+                try:
+                    outcomes = list(objects.map(lambda item: self.transfer(item, move), items))
+                except BaseException:
+                    self.halt("interrupt")
+                    raise
         except BaseException:
-            self.records.finish(transfer_id, "failed", "interrupted")
+            self.records.finish(transfer_id, "failed", "interrupted", owner=owner)
             raise
-        state = "completed" if all(outcomes) else "failed"
-        self.records.finish(transfer_id, state)
+        finally:
+            lease.end()
+        if self.reason == "lost":
+            return "lost"
+        state = "completed" if all(outcomes) else "cancelled" if self.cancelled else "failed"
+        self.records.finish(transfer_id, state, owner=owner)
         return state
 
-    def transfer(self, item: Item, move: bool) -> bool:
-        """Copy (unless already in sync) and for a move then delete one object; record the
-        outcome (one write per object: the record changes only when the object is settled), never
-        raise."""
+    def transfer(self, item: Item, move: bool) -> bool | None:
+        """Copy (unless already in sync, or copied by an earlier run) and for a move then delete one
+        object; record the outcome and never raise. None when the run stopped before it finished."""
+        record = item.record or {}
         try:
-            md5, method = (item.source.md5, "skip") if item.skip else self.copy(item)
+            if self.stop.is_set():
+                raise Stopped
+            if record.get("state") == "copied":
+                md5, method = record["md5"], record["method"]
+            else:
+                md5, method = (item.source.md5, "skip") if item.skip else self.copy(item)
+        except Stopped:
+            return None
         except (TransferError, OSError) as e:
             self.records.update_object(self.transfer_id, item.path, state="failed", message=one_line(e))
             return False
@@ -111,15 +172,20 @@ class Engine:
             self.records.update_object(self.transfer_id, item.path, state="failed",
                                        message=f"{e.__class__.__name__} while copying")
             return False
+        size = 0 if item.skip else item.source.size
         message = None
         if move:
+            self.records.update_object(self.transfer_id, item.path, state="copied", md5=md5, method=method,
+                                       bytes_done=size, upload=None)
             try:
                 self.source.delete(item.source.key)
+            except NotFound:
+                pass
             except (TransferError, OSError) as e:
                 message = f"copied and verified, but the source was not deleted: {one_line(e)}"
         state = "failed" if message else "skipped" if item.skip else "done"
         self.records.update_object(self.transfer_id, item.path, state=state, md5=md5, method=method,
-                                   message=message, bytes_done=0 if item.skip else item.source.size)
+                                   message=message, bytes_done=size, upload=None)
         self.progress.update(0, 1)
         return message is None
 
@@ -128,7 +194,7 @@ class Engine:
         memory, verified; returns its MD5 (hex, where known) and how it went."""
         self.target.check_key(item.target_key)
         size = item.source.size
-        psize = part_size(size, self.options, self.target)
+        psize = (item.record or {}).get("part_size") or part_size(size, self.options, self.target)
         if isinstance(self.target, ServerCopy):
             method = self.target.server_copy(self.source, item.source, item.target_key, psize)
             if method:
@@ -157,15 +223,35 @@ class Engine:
             raise IntegrityError(f"the bytes read of '{item.path}' do not match the source's MD5")
         return md5, "stream"
 
+    def open_upload(self, item: Item, shaped: ObjectInfo, psize: int) -> Upload:
+        """The upload an earlier run left for this object, when the target still has it, else a
+        new one; its token is recorded before any part is sent."""
+        token = (item.record or {}).get("upload")
+        if token and isinstance(self.target, Resumable):
+            upload = self.target.resume_upload(item.target_key, shaped, token)
+            if upload is not None:
+                return upload
+            self.target.discard_upload(item.target_key, token)
+        upload = self.target.begin(item.target_key, shaped)
+        if upload.token:
+            self.records.update_object(self.transfer_id, item.path, upload=upload.token, part_size=psize)
+        return upload
+
     def upload(self, item: Item, reader: Reader, psize: int, shaped: ObjectInfo):
         """Read parts in order, hashing the whole object; upload them in parallel, each with its
-        MD5. A slot is taken before a part is read and given back once it is uploaded."""
-        upload = self.target.begin(item.target_key, shaped)
+        MD5, except parts the target already holds with the same size (and MD5, where it tells).
+        A slot is taken before a part is read and given back once it is uploaded.
+
+        A failed upload is aborted when its bytes are wrong, when the run is cancelled, or when the
+        target keeps no parts; otherwise it stays open for `resume` (and `cleanup`)."""
+        upload = self.open_upload(item, shaped, psize)
         digest, pending, offset, sent = hashlib.md5(), [], 0, Sent(item.path)
         try:
             while offset < item.source.size:
                 if sent.failed:
                     raise sent.failed
+                if self.stop.is_set():
+                    raise Stopped
                 self.slots.acquire()
                 try:
                     data = read_exact(reader, min(psize, item.source.size - offset))
@@ -176,22 +262,34 @@ class Engine:
                     self.slots.release()
                     break
                 digest.update(data)
-                pending.append(self.part_pool.submit(self.put_part, upload, len(pending) + 1, offset, data, sent))
+                number = offset // psize + 1
+                if self.already_there(upload.uploaded.get(number), data):
+                    upload.keep(number)
+                    self.slots.release()
+                    self.settle_part(sent, len(data))
+                else:
+                    pending.append(self.part_pool.submit(self.put_part, upload, number, offset, data, sent))
                 offset += len(data)
             self.check_length(item, offset + len(reader.read(1)))
             for future in pending:
                 future.result()
             upload.complete(digest.digest())
-        except BaseException:
+        except BaseException as e:
             for future in pending:
                 if future.cancel():
                     self.slots.release()
             wait(pending)
-            upload.abort()
+            if isinstance(e, IntegrityError) or self.cancelled or not upload.keeps_parts:
+                upload.abort()
+                self.records.update_object(self.transfer_id, item.path, upload=None)
             raise
         return digest
 
-    def put_part(self, upload, number: int, offset: int, data: bytes, sent: Sent) -> None:
+    @staticmethod
+    def already_there(part, data: bytes) -> bool:
+        return part is not None and part.size == len(data) and part.md5 in (None, hashlib.md5(data).hexdigest())
+
+    def put_part(self, upload: Upload, number: int, offset: int, data: bytes, sent: Sent) -> None:
         try:
             upload.put_part(number, offset, data, hashlib.md5(data).digest())
         except BaseException as e:
@@ -199,8 +297,11 @@ class Engine:
             raise
         finally:
             self.slots.release()
-        self.records.update_object(self.transfer_id, sent.path, bytes_done=sent.add(len(data)))
-        self.progress.update(len(data), 0)
+        self.settle_part(sent, len(data))
+
+    def settle_part(self, sent: Sent, nbytes: int) -> None:
+        self.records.update_object(self.transfer_id, sent.path, bytes_done=sent.add(nbytes))
+        self.progress.update(nbytes, 0)
 
     def check_length(self, item: Item, length: int) -> None:
         if length != item.source.size:

@@ -19,12 +19,14 @@ SYNC_MODES = ("checksum", "mtime")
 @dataclass
 class Item:
     """One planned object: its path relative to the transfer's source, and where it goes.
-    `skip` is True when the target already holds the same object."""
+    `skip` is True when the target already holds the same object; `record` is the object's row
+    when a transfer is resumed (its state, upload token and part size)."""
 
     path: str
     source: ObjectInfo
     target_key: str
     skip: bool = False
+    record: dict | None = None
 
 
 @dataclass

@@ -4,10 +4,13 @@ cmd5 exits 0 whatever a command does, and its @command decorator swallows System
 command therefore parses its own arguments and, only when it runs as a one-shot `cms transfer ...`
 (not inside the interactive shell), ends the process with a non-zero status on failure.
 """
+import contextlib
 import json
 import os
+import signal
 import sys
 import textwrap
+import threading
 import traceback
 
 import yaml
@@ -71,10 +74,37 @@ def print_rows(rows: list[dict], order: list[str], output: str, empty: str) -> N
         print(empty)
 
 
+@contextlib.contextmanager
+def ctrl_c_cancels(api):
+    """While a transfer runs in the terminal, the first Ctrl-C cancels it (open uploads are
+    aborted, the record says cancelled) and a second one quits at once (the record then shows
+    the transfer interrupted, to resume later)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        if api.stop.is_set():
+            error("quit at once; 'cms transfer resume' goes on with it")
+            os._exit(130)
+        api.stop.set()
+        error("cancelling: aborting open uploads (press Ctrl-C again to quit at once)")
+
+    previous = signal.signal(signal.SIGINT, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def failure(status: dict) -> str | None:
     """The one-line reason a finished transfer failed, or None when it completed."""
     if status["state"] == "completed":
         return None
+    settled = status["objects_done"] + status["objects_skipped"]
+    if status["state"] == "cancelled":
+        return (f"transfer '{status['id']}' cancelled: {settled} of {status['objects_total']} objects done; "
+                f"'cms transfer resume --id={status['id']}' goes on with it")
     first = status["errors"][0] if status["errors"] else None
     reason = f"; first: {first['path']}: {first['message']}" if first else f": {status.get('message') or 'failed'}"
     return (f"transfer '{status['id']}' {status['state']}: {status['objects_failed']} of "
@@ -88,8 +118,11 @@ class TransferCommand(PluginCommand):
         ::
 
           Usage:
-            transfer copy --source=SOURCE --target=TARGET [-r] [--id=ID] [--sync] [--compare=MODE] [--include=GLOB]... [--exclude=GLOB]... [--dryrun] [--parallel=N] [--chunksize=SIZE] [--output=FORMAT]
-            transfer move --source=SOURCE --target=TARGET [-r] [--id=ID] [--sync] [--compare=MODE] [--include=GLOB]... [--exclude=GLOB]... [--dryrun] [--parallel=N] [--chunksize=SIZE] [--output=FORMAT]
+            transfer copy --source=SOURCE --target=TARGET [-r] [--id=ID] [--sync] [--compare=MODE] [--include=GLOB]... [--exclude=GLOB]... [--dryrun] [--parallel=N] [--chunksize=SIZE] [--retries=N] [--output=FORMAT]
+            transfer move --source=SOURCE --target=TARGET [-r] [--id=ID] [--sync] [--compare=MODE] [--include=GLOB]... [--exclude=GLOB]... [--dryrun] [--parallel=N] [--chunksize=SIZE] [--retries=N] [--output=FORMAT]
+            transfer resume --id=ID [--parallel=N] [--retries=N] [--output=FORMAT]
+            transfer cancel --id=ID [--output=FORMAT]
+            transfer cleanup --id=ID
             transfer list --target=TARGET [-r] [--output=FORMAT]
             transfer delete --target=TARGET [-r]
             transfer config FILE
@@ -122,6 +155,8 @@ class TransferCommand(PluginCommand):
             --parallel=N       requests for parts in flight (memory is about N x chunksize),
                                and twice as many objects at once [default: 8]
             --chunksize=SIZE   the part size data streams in, e.g. 8MiB [default: 8MiB]
+            --retries=N        tries again after a transient failure (connection lost, timeout,
+                               HTTP 5xx, SlowDown, ServerBusy), waiting longer each time [default: 4]
             --output=FORMAT    table or json [default: table]
             --file=FILE        as FILE (inside the cms shell only: cms runs any command line
                                with --file= as a script)
@@ -137,6 +172,13 @@ class TransferCommand(PluginCommand):
             transfer status                 lists all transfers, newest first
             transfer status --id=ID         one transfer, with its failed objects
             transfer statistic              totals by state and by route
+            transfer resume --id=ID         goes on with an interrupted, failed or cancelled
+                                            transfer: done objects stay done, uploaded parts of
+                                            large objects are reused, changed sources start afresh
+            transfer cancel --id=ID         stops a running transfer (from any shell), aborting
+                                            its partial uploads; Ctrl-C does the same, twice quits
+            transfer cleanup --id=ID        discards the partial uploads a stopped transfer left
+                                            at the target (they cost storage until then)
 
           Examples:
             cms transfer copy --source=awss3:data --target=azure:data -r
@@ -144,6 +186,7 @@ class TransferCommand(PluginCommand):
             cms transfer config transfer.yaml
             cms transfer run --id=nightly --data=images
             cms transfer status --id=nightly --output=json
+            cms transfer resume --id=nightly
 
           Exit status: 0 on success, 1 when a transfer or an operation failed, 2 on invalid input.
         """
@@ -182,34 +225,24 @@ class TransferCommand(PluginCommand):
     def dispatch(self, arguments: dict) -> int:
         from cloudmesh.transfer import Transfer
         from cloudmesh.transfer.errors import UsageError
-        from cloudmesh.transfer.progress import TerminalProgress
 
         output = arguments["--output"] or "table"
         if output not in ("table", "json"):
             raise UsageError(f"--output must be table or json, not '{output}'")
         recursive = bool(arguments["-r"])
 
-        if arguments["copy"] or arguments["move"] or arguments["run"] or arguments["--data"]:
-            api = Transfer(parallel=arguments["--parallel"], chunksize=arguments["--chunksize"])
-            if arguments["copy"] or arguments["move"]:
-                selection = {"include": arguments["--include"], "exclude": arguments["--exclude"],
-                             "sync": arguments["--compare"] if arguments["--sync"] else None}
-                if arguments["--dryrun"]:
-                    rows = api.preview(arguments["--source"], arguments["--target"], recursive, bool(arguments["move"]),
-                                       **selection)
-                    print_rows(rows, ["action", "path", "target", "size"], output, "nothing to transfer")
-                    return 0
-                start = api.copy if arguments["copy"] else api.move
-                progress = TerminalProgress() if output == "table" and sys.stdout.isatty() else None
-                status = start(arguments["--source"], arguments["--target"], recursive=recursive,
-                               id=arguments["--id"], progress=progress, **selection)
-            else:
-                status = api.run(arguments["--id"], arguments["--data"], copy=arguments["--copy"])
+        if any(arguments[name] for name in ("copy", "move", "run", "--data", "resume")):
+            api = Transfer(parallel=arguments["--parallel"], chunksize=arguments["--chunksize"],
+                           retries=arguments["--retries"])
+            with ctrl_c_cancels(api):
+                status = self.start(api, arguments, output, recursive)
+            if status is None:
+                return 0
             print_status(status, output)
             reason = failure(status)
             if reason:
                 error(reason)
-                return 1
+                return 130 if api.stop.is_set() else 1
             return 0
 
         api = Transfer()
@@ -219,6 +252,14 @@ class TransferCommand(PluginCommand):
         elif arguments["delete"]:
             for key in api.delete(arguments["--target"], recursive=recursive):
                 print(f"deleted {key}")
+        elif arguments["cancel"]:
+            print_status(api.cancel(arguments["--id"]), output)
+        elif arguments["cleanup"]:
+            cleaned = api.cleanup(arguments["--id"])
+            for key in cleaned:
+                print(f"discarded the partial upload of {key}")
+            if not cleaned:
+                print("no partial uploads")
         elif arguments["config"]:
             print(yaml.safe_dump(api.configure(arguments["FILE"] or arguments["--file"]), sort_keys=False).rstrip())
         elif arguments["status"]:
@@ -235,3 +276,23 @@ class TransferCommand(PluginCommand):
                                     for route, r in stats["by_route"].items()}
                 print(attributes(rows))
         return 0
+
+    @staticmethod
+    def start(api, arguments: dict, output: str, recursive: bool) -> dict | None:
+        """Run a copy, move, run or resume; None for a --dryrun, which only prints its plan."""
+        from cloudmesh.transfer.progress import TerminalProgress
+        progress = TerminalProgress() if output == "table" and sys.stdout.isatty() else None
+        if arguments["resume"]:
+            return api.resume(arguments["--id"], progress=progress)
+        if not (arguments["copy"] or arguments["move"]):
+            return api.run(arguments["--id"], arguments["--data"], copy=arguments["--copy"])
+        selection = {"include": arguments["--include"], "exclude": arguments["--exclude"],
+                     "sync": arguments["--compare"] if arguments["--sync"] else None}
+        if arguments["--dryrun"]:
+            rows = api.preview(arguments["--source"], arguments["--target"], recursive, bool(arguments["move"]),
+                               **selection)
+            print_rows(rows, ["action", "path", "target", "size"], output, "nothing to transfer")
+            return None
+        start = api.copy if arguments["copy"] else api.move
+        return start(arguments["--source"], arguments["--target"], recursive=recursive, id=arguments["--id"],
+                     progress=progress, **selection)

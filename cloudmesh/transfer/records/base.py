@@ -3,12 +3,53 @@
 A transfer has a row of its own and one row per object. Totals and progress are derived from
 the object rows, never stored twice, so a record cannot contradict itself.
 """
+import os
+import socket
 import time
 from abc import ABC, abstractmethod
 from datetime import datetime, timezone
+from pathlib import Path
 
-STATES = ("running", "completed", "failed")
-# Objects are "pending" until settled as "done", "skipped" (already in place) or "failed".
+STATES = ("running", "interrupted", "completed", "failed", "cancelled")
+# A transfer is stored as running, completed, failed or cancelled; a running one whose owner is gone
+# reads as "interrupted". Objects are "pending" until settled as "done", "skipped" (already in
+# place) or "failed"; a moved object is "copied" between its verified copy and its source's delete.
+
+HEARTBEAT = 1.0  # seconds between a running transfer's lease renewals
+LEASE = 30.0  # a running transfer whose lease is this old has lost its owner (e.g. on another host)
+
+
+def pid_alive(pid: int) -> bool:
+    """True while process `pid` of this host runs (a zombie has ended)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    stat = Path(f"/proc/{pid}/stat")
+    try:
+        return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def owner_alive(transfer: dict) -> bool:
+    """Whether the process that runs a transfer still does: its lease is fresh and, on this host,
+    its process exists."""
+    beat = transfer.get("heartbeat") or transfer["started"]
+    if time.time() - beat > LEASE:
+        return False
+    if transfer.get("pid") and transfer.get("host") == socket.gethostname():
+        return pid_alive(transfer["pid"])
+    return True
+
+
+def state_of(transfer: dict) -> str:
+    """The state to show: a running transfer whose owner is gone is interrupted."""
+    if transfer["state"] == "running" and not owner_alive(transfer):
+        return "interrupted"
+    return transfer["state"]
 
 
 def iso(seconds: float | None) -> str | None:
@@ -19,9 +60,13 @@ def status_view(transfer: dict, counts: dict, errors: list[dict]) -> dict:
     """The public status of a transfer (the JSON of `status --id`) from its row and object totals."""
     finished = transfer.get("finished")
     end = finished or time.time()
+    state = state_of(transfer)
+    message = transfer.get("message")
+    if state == "running" and transfer.get("cancel"):
+        message = "cancel requested"
     return {
         "id": transfer["id"],
-        "state": transfer["state"],
+        "state": state,
         "source": transfer["source"],
         "target": transfer["target"],
         "copy": bool(transfer["copy"]),
@@ -37,13 +82,20 @@ def status_view(transfer: dict, counts: dict, errors: list[dict]) -> dict:
         "started": iso(transfer["started"]),
         "finished": iso(finished),
         "seconds": round(end - transfer["started"], 3),
-        "message": transfer.get("message"),
+        "message": message,
+        "host": transfer.get("host"),
+        "pid": transfer.get("pid"),
+        "uploads_open": counts.get("uploads_open", 0),
         "errors": errors,
     }
 
 
 class Records(ABC):
-    """A store of transfers and their objects. Implementations: records/sqlite.py."""
+    """A store of transfers and their objects. Implementations: records/sqlite.py.
+
+    `create` records the owner (a token per run, with its host and pid); the owner renews its
+    lease with `heartbeat` while it runs, which is how a dead run is told from a live one.
+    """
 
     @abstractmethod
     def create(self, transfer: dict, objects: list[dict]) -> None:
@@ -51,11 +103,27 @@ class Records(ABC):
 
     @abstractmethod
     def update_object(self, transfer_id: str, path: str, **fields) -> None:
-        """Change an object's state, bytes_done, md5, method or message."""
+        """Change an object's state, bytes_done, md5, method, message, upload token or part_size,
+        or (when its source changed) its size, etag and mtime."""
 
     @abstractmethod
-    def finish(self, transfer_id: str, state: str, message: str | None = None) -> None:
-        """Mark the transfer completed or failed, with the time it ended."""
+    def claim(self, transfer_id: str, owner: str) -> None:
+        """Make `owner` run a transfer again (resume): atomically, and only if no live owner runs it;
+        its unsettled objects become pending. NotFound for an unknown id, UsageError when it runs."""
+
+    @abstractmethod
+    def heartbeat(self, transfer_id: str, owner: str) -> str:
+        """Renew the owner's lease: "run" to go on, "cancel" when a cancel was requested, "lost"
+        when another owner has claimed the transfer."""
+
+    @abstractmethod
+    def request_cancel(self, transfer_id: str) -> None:
+        """Ask the owner of a running transfer to stop (it sees it at its next heartbeat)."""
+
+    @abstractmethod
+    def finish(self, transfer_id: str, state: str, message: str | None = None, owner: str | None = None) -> None:
+        """Mark the transfer completed, failed or cancelled, with the time it ended; with `owner`,
+        only while that owner still holds it."""
 
     @abstractmethod
     def status(self, transfer_id: str) -> dict | None:

@@ -1,4 +1,5 @@
 """Transfer records in an embedded SQLite file (WAL mode: several `cms` processes may share it)."""
+import contextlib
 import os
 import socket
 import sqlite3
@@ -6,8 +7,8 @@ import threading
 import time
 from pathlib import Path
 
-from cloudmesh.transfer.errors import IdInUse
-from cloudmesh.transfer.records.base import STATES, Records, status_view
+from cloudmesh.transfer.errors import IdInUse, NotFound, UsageError
+from cloudmesh.transfer.records.base import STATES, Records, owner_alive, state_of, status_view
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS transfers (
@@ -22,7 +23,10 @@ CREATE TABLE IF NOT EXISTS transfers (
     finished REAL,
     host TEXT,
     pid INTEGER,
-    message TEXT
+    message TEXT,
+    owner TEXT,
+    heartbeat REAL,
+    cancel INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS transfers_state ON transfers(state, started);
 CREATE TABLE IF NOT EXISTS objects (
@@ -37,11 +41,18 @@ CREATE TABLE IF NOT EXISTS objects (
     md5 TEXT,
     method TEXT,
     message TEXT,
+    etag TEXT,
+    mtime REAL,
+    upload TEXT,
+    part_size INTEGER,
     PRIMARY KEY (transfer_id, path)
 );
 """
+# Columns added after the first release, for databases created before them.
+ADDED = {"transfers": {"owner": "TEXT", "heartbeat": "REAL", "cancel": "INTEGER NOT NULL DEFAULT 0"},
+         "objects": {"etag": "TEXT", "mtime": "REAL", "upload": "TEXT", "part_size": "INTEGER"}}
 
-OBJECT_FIELDS = {"state", "bytes_done", "md5", "method", "message"}
+OBJECT_FIELDS = {"state", "bytes_done", "md5", "method", "message", "size", "etag", "mtime", "upload", "part_size"}
 
 COUNTS = """
 SELECT count(*) AS objects_total,
@@ -49,7 +60,8 @@ SELECT count(*) AS objects_total,
        coalesce(sum(state = 'failed'), 0) AS objects_failed,
        coalesce(sum(state = 'skipped'), 0) AS objects_skipped,
        coalesce(sum(size), 0) AS bytes_total,
-       coalesce(sum(bytes_done), 0) AS bytes_done
+       coalesce(sum(bytes_done), 0) AS bytes_done,
+       coalesce(sum(upload IS NOT NULL AND state NOT IN ('done', 'skipped')), 0) AS uploads_open
 FROM objects WHERE transfer_id = ?
 """
 
@@ -57,6 +69,7 @@ FROM objects WHERE transfer_id = ?
 class SQLiteRecords(Records):
     def __init__(self, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
         self.path = path
         self.lock = threading.Lock()
         self.db = sqlite3.connect(path, timeout=30, check_same_thread=False, isolation_level=None)
@@ -64,38 +77,70 @@ class SQLiteRecords(Records):
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(SCHEMA)
+        for table, columns in ADDED.items():
+            present = {row["name"] for row in self.db.execute(f"PRAGMA table_info({table})")}
+            for name, kind in columns.items():
+                if name not in present:
+                    self.db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
 
-    def write(self, sql: str, *args, many: bool = False):
+    @contextlib.contextmanager
+    def transaction(self):
+        """One write transaction, taken at once (BEGIN IMMEDIATE) so that processes never deadlock."""
         with self.lock:
             self.db.execute("BEGIN IMMEDIATE")
             try:
-                (self.db.executemany if many else self.db.execute)(sql, *args)
+                yield self.db
                 self.db.execute("COMMIT")
             except BaseException:
                 self.db.execute("ROLLBACK")
                 raise
+
+    def write(self, sql: str, args) -> int:
+        with self.transaction() as db:
+            return db.execute(sql, args).rowcount
 
     def create(self, transfer: dict, objects: list[dict]) -> None:
-        with self.lock:
-            self.db.execute("BEGIN IMMEDIATE")
-            try:
-                row = self.db.execute("SELECT state FROM transfers WHERE id = ?", (transfer["id"],)).fetchone()
-                if row:
-                    raise IdInUse(f"transfer id '{transfer['id']}' is already used ({row['state']}); choose another id")
-                self.db.execute(
-                    "INSERT INTO transfers (id, state, source, target, route, copy, recursive, started, host, pid)"
-                    " VALUES (?, 'running', ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (transfer["id"], transfer["source"], transfer["target"], transfer["route"],
-                     int(transfer["copy"]), int(transfer["recursive"]), time.time(), socket.gethostname(),
-                     os.getpid()))
-                self.db.executemany(
-                    "INSERT INTO objects (transfer_id, seq, path, source_key, target_key, size) VALUES (?, ?, ?, ?, ?, ?)",
-                    [(transfer["id"], seq, o["path"], o["source_key"], o["target_key"], o["size"])
-                     for seq, o in enumerate(objects)])
-                self.db.execute("COMMIT")
-            except BaseException:
-                self.db.execute("ROLLBACK")
-                raise
+        with self.transaction() as db:
+            row = db.execute("SELECT state FROM transfers WHERE id = ?", (transfer["id"],)).fetchone()
+            if row:
+                raise IdInUse(f"transfer id '{transfer['id']}' is already used ({row['state']}); choose another id")
+            now = time.time()
+            db.execute(
+                "INSERT INTO transfers (id, state, source, target, route, copy, recursive, started, host, pid,"
+                " owner, heartbeat) VALUES (?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (transfer["id"], transfer["source"], transfer["target"], transfer["route"],
+                 int(transfer["copy"]), int(transfer["recursive"]), now, socket.gethostname(), os.getpid(),
+                 transfer["owner"], now))
+            db.executemany(
+                "INSERT INTO objects (transfer_id, seq, path, source_key, target_key, size, etag, mtime)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [(transfer["id"], seq, o["path"], o["source_key"], o["target_key"], o["size"], o.get("etag"),
+                  o.get("mtime")) for seq, o in enumerate(objects)])
+
+    def claim(self, transfer_id: str, owner: str) -> None:
+        with self.transaction() as db:
+            row = db.execute("SELECT * FROM transfers WHERE id = ?", (transfer_id,)).fetchone()
+            if row is None:
+                raise NotFound(f"no transfer with id '{transfer_id}'")
+            if row["state"] == "running" and owner_alive(dict(row)):
+                raise UsageError(f"transfer '{transfer_id}' is still running (process {row['pid']} on "
+                                 f"{row['host']}); cancel it or wait for it")
+            db.execute("UPDATE transfers SET state = 'running', finished = NULL, message = NULL, cancel = 0,"
+                       " host = ?, pid = ?, owner = ?, heartbeat = ? WHERE id = ?",
+                       (socket.gethostname(), os.getpid(), owner, time.time(), transfer_id))
+            db.execute("UPDATE objects SET state = 'pending', bytes_done = 0, message = NULL"
+                       " WHERE transfer_id = ? AND state IN ('pending', 'failed')", (transfer_id,))
+
+    def heartbeat(self, transfer_id: str, owner: str) -> str:
+        with self.transaction() as db:
+            if not db.execute("UPDATE transfers SET heartbeat = ? WHERE id = ? AND owner = ? AND state = 'running'",
+                              (time.time(), transfer_id, owner)).rowcount:
+                return "lost"
+            cancel = db.execute("SELECT cancel FROM transfers WHERE id = ?", (transfer_id,)).fetchone()[0]
+        return "cancel" if cancel else "run"
+
+    def request_cancel(self, transfer_id: str) -> None:
+        self.write("UPDATE transfers SET cancel = 1 WHERE id = ? AND state = 'running'", (transfer_id,))
 
     def update_object(self, transfer_id: str, path: str, **fields) -> None:
         unknown = set(fields) - OBJECT_FIELDS
@@ -105,9 +150,10 @@ class SQLiteRecords(Records):
         self.write(f"UPDATE objects SET {assignments} WHERE transfer_id = ? AND path = ?",
                    (*fields.values(), transfer_id, path))
 
-    def finish(self, transfer_id: str, state: str, message: str | None = None) -> None:
-        self.write("UPDATE transfers SET state = ?, finished = ?, message = ? WHERE id = ?",
-                   (state, time.time(), message, transfer_id))
+    def finish(self, transfer_id: str, state: str, message: str | None = None, owner: str | None = None) -> None:
+        self.write("UPDATE transfers SET state = ?, finished = ?, message = ?, cancel = 0"
+                   " WHERE id = ? AND (? IS NULL OR owner = ?)",
+                   (state, time.time(), message, transfer_id, owner, owner))
 
     def view(self, row: sqlite3.Row) -> dict:
         counts = dict(self.db.execute(COUNTS, (row["id"],)).fetchone())
@@ -126,10 +172,8 @@ class SQLiteRecords(Records):
 
     def transfers(self, state: str | None = None) -> list[dict]:
         with self.lock:
-            rows = self.db.execute(
-                "SELECT * FROM transfers WHERE ? IS NULL OR state = ? ORDER BY started DESC, id",
-                (state, state)).fetchall()
-            return [self.view(row) for row in rows]
+            rows = self.db.execute("SELECT * FROM transfers ORDER BY started DESC, id").fetchall()
+            return [self.view(row) for row in rows if state is None or state_of(dict(row)) == state]
 
     def objects(self, transfer_id: str) -> list[dict]:
         with self.lock:
@@ -138,7 +182,10 @@ class SQLiteRecords(Records):
 
     def statistic(self) -> dict:
         with self.lock:
-            states = dict(self.db.execute("SELECT state, count(*) FROM transfers GROUP BY state").fetchall())
+            states = {}
+            for row in self.db.execute("SELECT * FROM transfers"):
+                state = state_of(dict(row))
+                states[state] = states.get(state, 0) + 1
             routes = self.db.execute(
                 "SELECT t.route, count(DISTINCT t.id) AS transfers,"
                 " coalesce(sum(CASE WHEN o.state = 'done' THEN o.size END), 0) AS bytes,"
