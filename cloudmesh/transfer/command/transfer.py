@@ -36,6 +36,11 @@ def error(message: str) -> None:
     print(f"ERROR: {' '.join(str(message).split())}", file=sys.stderr, flush=True)
 
 
+def note(message: str) -> None:
+    """A line for the person at the terminal, on stderr so that it never mixes with the output."""
+    print(message, file=sys.stderr, flush=True)
+
+
 def dump_json(data) -> None:
     print(json.dumps(data, indent=2, ensure_ascii=False))
 
@@ -78,21 +83,23 @@ def print_rows(rows: list[dict], order: list[str], output: str, empty: str) -> N
 def ctrl_c_cancels(api):
     """While a transfer runs in the terminal, the first Ctrl-C cancels it (open uploads are
     aborted, the record says cancelled) and a second one quits at once (the record then shows
-    the transfer interrupted, to resume later)."""
+    the transfer interrupted, to resume later). Yields a list that holds the signal once pressed."""
+    pressed = []
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield pressed
         return
 
     def interrupt(signum, frame):
-        if api.stop.is_set():
-            error("quit at once; 'cms transfer resume' goes on with it")
+        if pressed:
+            note("quit at once; 'cms transfer resume' goes on with it")
             os._exit(130)
+        pressed.append(signum)
         api.stop.set()
-        error("cancelling: aborting open uploads (press Ctrl-C again to quit at once)")
+        note("cancelling: aborting open uploads (press Ctrl-C again to quit at once)")
 
     previous = signal.signal(signal.SIGINT, interrupt)
     try:
-        yield
+        yield pressed
     finally:
         signal.signal(signal.SIGINT, previous)
 
@@ -234,7 +241,7 @@ class TransferCommand(PluginCommand):
         if any(arguments[name] for name in ("copy", "move", "run", "--data", "resume")):
             api = Transfer(parallel=arguments["--parallel"], chunksize=arguments["--chunksize"],
                            retries=arguments["--retries"])
-            with ctrl_c_cancels(api):
+            with ctrl_c_cancels(api) as pressed:
                 status = self.start(api, arguments, output, recursive)
             if status is None:
                 return 0
@@ -242,7 +249,7 @@ class TransferCommand(PluginCommand):
             reason = failure(status)
             if reason:
                 error(reason)
-                return 130 if api.stop.is_set() else 1
+                return 130 if pressed else 1
             return 0
 
         api = Transfer()
