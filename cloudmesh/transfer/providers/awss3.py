@@ -62,14 +62,20 @@ class S3Upload(Upload):
         self.parts[number] = md5
 
     def complete(self, md5: bytes) -> None:
+        """Complete the upload. When the answer to a first try was lost and the retry finds the
+        upload gone (NoSuchUpload), the object S3 holds now must carry the expected ETag."""
         numbers = sorted(self.parts)
         parts = [{"PartNumber": n, "ETag": f'"{self.parts[n].hex()}"'} for n in numbers]
-        with self.storage.errors(self.key):
-            response = self.storage.client.complete_multipart_upload(
-                Bucket=self.storage.bucket, Key=self.key, UploadId=self.upload_id,
-                MultipartUpload={"Parts": parts})
         expected = f"{hashlib.md5(b''.join(self.parts[n] for n in numbers)).hexdigest()}-{len(numbers)}"
-        if response.get("ETag", "").strip('"') != expected:
+        try:
+            with self.storage.errors(self.key):
+                etag = self.storage.client.complete_multipart_upload(
+                    Bucket=self.storage.bucket, Key=self.key, UploadId=self.upload_id,
+                    MultipartUpload={"Parts": parts}).get("ETag", "")
+        except NotFound:
+            landed = self.storage.stat(self.key)
+            etag = landed.etag if landed else ""
+        if etag.strip('"') != expected:
             raise IntegrityError(f"S3 assembled '{self.storage.name}:{self.key}' from other parts than were sent")
 
     def abort(self) -> None:
