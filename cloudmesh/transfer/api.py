@@ -176,6 +176,15 @@ class Transfer:
             return status
         owner = secrets.token_hex(8)
         self.records.claim(id, owner)
+        try:
+            items, storages = self.replan(id, status)
+        except TransferError as e:
+            self.records.finish(id, "failed", str(e), owner=owner)
+            raise
+        return self.execute(id, items, not status["copy"], owner, storages, progress)
+
+    def replan(self, id: str, status: dict) -> tuple[list[Item], tuple[Storage, Storage]]:
+        """The objects a resumed transfer still has to settle, checked against the source as it is now."""
         src, dst = Location.parse(status["source"]), Location.parse(status["target"])
         source, target = self.storage(src.storage), self.storage(dst.storage)
         rows = [row for row in self.records.objects(id) if row["state"] not in ("done", "skipped")]
@@ -196,7 +205,7 @@ class Transfer:
         fresh = [item for item in items if item.record["state"] == "pending" and not item.record["upload"]]
         if fresh:
             mark_in_sync(fresh, source, target, dst, "checksum")
-        return self.execute(id, items, not status["copy"], owner, (source, target), progress)
+        return items, (source, target)
 
     @staticmethod
     def current(storage: Storage, path: str, recursive: bool, keys: list[str]) -> dict:
