@@ -154,7 +154,9 @@ class Transfer:
 
     def execute(self, transfer_id: str, items: list[Item], move: bool, owner: str, storages: tuple,
                 progress: Progress | None) -> dict:
-        """Run the engine over the items; a cancelled run leaves no partial upload behind."""
+        """Run the engine over the items; a cancelled run leaves no partial upload behind. `stop`
+        is cleared first: it cancels the run under way, not the next one."""
+        self.stop.clear()
         progress = progress or Progress()
         progress.start(sum(i.source.size for i in items if not i.skip), len(items))
         try:
