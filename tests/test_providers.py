@@ -316,7 +316,7 @@ def test_a_resumed_upload_lists_the_parts_already_stored_and_completes_with_them
     first, last = two_parts(storage)
     upload = storage.begin(key, shaped(first + last))
     upload.put_part(1, 0, first, hashlib.md5(first).digest())
-    again = storage.resume_upload(key, shaped(first + last), upload.token)
+    again = storage.resume_upload(key, shaped(first + last), upload.token, {})
     if storage.kind == "local":
         assert again is None  # a partial file cannot tell which parts it holds: begin afresh
         storage.discard_upload(key, upload.token)
@@ -355,7 +355,29 @@ def test_a_resumed_upload_that_is_gone_begins_afresh(env):
     key = f"{env.prefix}/never.bin"
     upload = storage.begin(key, shaped(b"abc"))
     upload.abort()
-    assert storage.resume_upload(key, shaped(b"abc"), upload.token) is None
+    assert storage.resume_upload(key, shaped(b"abc"), upload.token, {}) is None
+
+
+def test_an_s3_upload_completed_by_a_run_that_died_before_recording_it_is_recognised(env):
+    """S3 forgets a completed upload; its object's ETag, made from the recorded part MD5s, says
+    that it was ours, so a resume verifies the parts again instead of uploading them."""
+    storage, key = build(env, "awss3"), f"{env.prefix}/completed.bin"
+    first, last = two_parts(storage)
+    upload = storage.begin(key, shaped(first + last))
+    upload.put_part(1, 0, first, hashlib.md5(first).digest())
+    upload.put_part(2, len(first), last, hashlib.md5(last).digest())
+    upload.complete(hashlib.md5(first + last).digest())
+    recorded = {1: hashlib.md5(first).hexdigest(), 2: hashlib.md5(last).hexdigest()}
+
+    again = storage.resume_upload(key, shaped(first + last), upload.token, recorded)
+    assert {n: part.md5 for n, part in again.uploaded.items()} == recorded
+    again.keep(1)
+    again.keep(2)
+    again.complete(hashlib.md5(first + last).digest())
+    assert read(storage, key) == first + last
+
+    other = {**recorded, 2: hashlib.md5(b"other bytes").hexdigest()}
+    assert storage.resume_upload(key, shaped(first + last), upload.token, other) is None
 
 
 def test_discarding_azure_blocks_beside_an_existing_blob_keeps_the_blob(env):

@@ -66,6 +66,8 @@ class Transfer:
         self.options = Options(parallel=self.check_parallel(parallel), chunk_size=parse_size(chunksize))
         if self.options.chunk_size < 1 * MiB:
             raise UsageError("--chunksize must be at least 1MiB")
+        if self.options.chunk_size > 4000 * MiB:
+            raise UsageError("--chunksize must be at most 4000MiB (each of --parallel parts is held in memory)")
         self.retry = Retry(attempts=self.check_retries(retries) + 1)
         self.stop = threading.Event()
 
@@ -131,6 +133,10 @@ class Transfer:
         if same and recursive and (not src.path or dst.path == src.path or dst.path.startswith(src.path + "/")):
             raise UsageError(f"target '{dst}' is the source folder or lies inside it")
         source_storage, target_storage = self.storage(src.storage), self.storage(dst.storage)
+        if self.options.chunk_size > target_storage.max_part_size:
+            raise UsageError(f"--chunksize must be at most {target_storage.max_part_size // MiB}MiB "
+                             f"for storage '{target_storage.name}'")
+        target_storage.is_folder(dst.path)  # wrong credentials, a missing bucket: one error, before any object
         items = plan(source_storage, src, target_storage, dst, recursive, selection)
         if same and any(item.target_key == item.source.key for item in items):
             raise UsageError(f"'{src}' would be copied onto itself")
@@ -204,9 +210,12 @@ class Transfer:
                                            upload=None, part_size=None, state="pending")
                 row = {**row, "upload": None, "part_size": None, "state": "pending"}
             items.append(Item(row["path"], info, row["target_key"], record=row))
-        fresh = [item for item in items if item.record["state"] == "pending" and not item.record["upload"]]
-        if fresh:
-            mark_in_sync(fresh, source, target, dst, "checksum")
+        unsettled = [item for item in items if item.record["state"] == "pending"]
+        if unsettled:
+            mark_in_sync(unsettled, source, target, dst, "checksum")
+        for item in unsettled:
+            if item.skip:
+                self.discard_upload(target, item.record)
         return items, (source, target)
 
     @staticmethod

@@ -43,6 +43,8 @@ def read_yaml(path: Path, what: str):
         raise ConfigError(f"{what} not found: {path}") from None
     except IsADirectoryError:
         raise ConfigError(f"{what} is a directory, not a file: {path}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{what} {path} is not UTF-8 text") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""

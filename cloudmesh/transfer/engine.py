@@ -223,28 +223,30 @@ class Engine:
             raise IntegrityError(f"the bytes read of '{item.path}' do not match the source's MD5")
         return md5, "stream"
 
-    def open_upload(self, item: Item, shaped: ObjectInfo, psize: int) -> Upload:
-        """The upload an earlier run left for this object, when the target still has it, else a
-        new one; its token is recorded before any part is sent."""
+    def open_upload(self, item: Item, shaped: ObjectInfo, psize: int) -> tuple[Upload, dict[int, str]]:
+        """The upload an earlier run left for this object, when the target still has it, with the
+        MD5s recorded for its parts; else a new one, whose token is recorded before any part is sent."""
         token = (item.record or {}).get("upload")
         if token and isinstance(self.target, Resumable):
-            upload = self.target.resume_upload(item.target_key, shaped, token)
+            recorded = self.records.parts(self.transfer_id, item.path, token)
+            upload = self.target.resume_upload(item.target_key, shaped, token, recorded)
             if upload is not None:
-                return upload
+                return upload, recorded
             self.target.discard_upload(item.target_key, token)
         upload = self.target.begin(item.target_key, shaped)
         if upload.token:
             self.records.update_object(self.transfer_id, item.path, upload=upload.token, part_size=psize)
-        return upload
+        return upload, {}
 
     def upload(self, item: Item, reader: Reader, psize: int, shaped: ObjectInfo):
         """Read parts in order, hashing the whole object; upload them in parallel, each with its
-        MD5, except parts the target already holds with the same size (and MD5, where it tells).
+        MD5, except parts the target already holds with the same size and MD5 (as the target
+        reports it, or as recorded when the part was sent: Azure lists blocks without one).
         A slot is taken before a part is read and given back once it is uploaded.
 
         A failed upload is aborted when its bytes are wrong, when the run is cancelled, or when the
         target keeps no parts; otherwise it stays open for `resume` (and `cleanup`)."""
-        upload = self.open_upload(item, shaped, psize)
+        upload, recorded = self.open_upload(item, shaped, psize)
         digest, pending, offset, sent = hashlib.md5(), [], 0, Sent(item.path)
         try:
             while offset < item.source.size:
@@ -263,7 +265,9 @@ class Engine:
                     break
                 digest.update(data)
                 number = offset // psize + 1
-                if self.already_there(upload.uploaded.get(number), data):
+                there = upload.uploaded.get(number)
+                if there and there.size in (None, len(data)) and \
+                        (there.md5 or recorded.get(number)) == hashlib.md5(data).hexdigest():
                     upload.keep(number)
                     self.slots.release()
                     self.settle_part(sent, len(data))
@@ -285,19 +289,20 @@ class Engine:
             raise
         return digest
 
-    @staticmethod
-    def already_there(part, data: bytes) -> bool:
-        return part is not None and part.size == len(data) and part.md5 in (None, hashlib.md5(data).hexdigest())
-
     def put_part(self, upload: Upload, number: int, offset: int, data: bytes, sent: Sent) -> None:
+        md5 = hashlib.md5(data).digest()
         try:
-            upload.put_part(number, offset, data, hashlib.md5(data).digest())
+            upload.put_part(number, offset, data, md5)
         except BaseException as e:
             sent.failed = sent.failed or e
             raise
         finally:
             self.slots.release()
-        self.settle_part(sent, len(data))
+        if upload.token:
+            self.records.part_done(self.transfer_id, sent.path, upload.token, number, md5.hex(), sent.add(len(data)))
+            self.progress.update(len(data), 0)
+        else:
+            self.settle_part(sent, len(data))
 
     def settle_part(self, sent: Sent, nbytes: int) -> None:
         self.records.update_object(self.transfer_id, sent.path, bytes_done=sent.add(nbytes))

@@ -60,8 +60,8 @@ def candidates(source: Storage, src: Location, target: Storage, dst: Location, r
     if recursive:
         items = []
         for info in source.list(src.path):
-            relative = info.key[len(src.path):].lstrip("/")
-            items.append(Item(relative, info, location.join(dst.path, relative)))
+            relative = info.key[len(src.path) + 1:] if src.path else info.key
+            items.append(Item(relative, info, f"{dst.path}/{relative}" if dst.path else relative))
         if items:
             return items
     single = source.stat(src.path)

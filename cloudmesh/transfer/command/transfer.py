@@ -113,7 +113,8 @@ def failure(status: dict) -> str | None:
         return (f"transfer '{status['id']}' cancelled: {settled} of {status['objects_total']} objects done; "
                 f"'cms transfer resume --id={status['id']}' goes on with it")
     first = status["errors"][0] if status["errors"] else None
-    reason = f"; first: {first['path']}: {first['message']}" if first else f": {status.get('message') or 'failed'}"
+    shown = first and (first["path"] if len(first["path"]) <= 80 else first["path"][:60] + "...")
+    reason = f"; first: {shown}: {first['message']}" if first else f": {status.get('message') or 'failed'}"
     return (f"transfer '{status['id']}' {status['state']}: {status['objects_failed']} of "
             f"{status['objects_total']} objects failed{reason}")
 

@@ -32,6 +32,11 @@ def md5_of(etag: str | None) -> str | None:
     return etag if len(etag) == 32 and "-" not in etag else None
 
 
+def composite_etag(part_md5s: list[bytes]) -> str:
+    """The ETag S3 gives an object completed from parts with these MD5s."""
+    return f"{hashlib.md5(b''.join(part_md5s)).hexdigest()}-{len(part_md5s)}"
+
+
 def user_metadata(metadata: dict) -> dict:
     """The user's metadata, without the whole-object MD5 this provider keeps there."""
     return {k: v for k, v in metadata.items() if k != MD5_METADATA}
@@ -44,9 +49,11 @@ class S3Upload(Upload):
 
     keeps_parts = True
 
-    def __init__(self, storage: "S3Storage", key: str, upload_id: str, uploaded: dict[int, Part] | None = None):
+    def __init__(self, storage: "S3Storage", key: str, upload_id: str, uploaded: dict[int, Part] | None = None,
+                 completed: bool = False):
         self.storage, self.key, self.upload_id, self.token = storage, key, upload_id, upload_id
         self.uploaded = uploaded or {}
+        self.completed = completed  # an earlier run completed it but was stopped before recording that
         self.parts: dict[int, bytes] = {}
 
     def keep(self, number: int) -> None:
@@ -66,8 +73,10 @@ class S3Upload(Upload):
         upload gone (NoSuchUpload), the object S3 holds now must carry the expected ETag."""
         numbers = sorted(self.parts)
         parts = [{"PartNumber": n, "ETag": f'"{self.parts[n].hex()}"'} for n in numbers]
-        expected = f"{hashlib.md5(b''.join(self.parts[n] for n in numbers)).hexdigest()}-{len(numbers)}"
+        expected = composite_etag([self.parts[n] for n in numbers])
         try:
+            if self.completed:
+                raise NotFound(f"upload of '{self.key}' completed already")
             with self.storage.errors(self.key):
                 etag = self.storage.client.complete_multipart_upload(
                     Bucket=self.storage.bucket, Key=self.key, UploadId=self.upload_id,
@@ -101,6 +110,8 @@ class S3Storage(Storage, SignedURLs, ServerCopy, Resumable):
     @classmethod
     def from_config(cls, config: StorageConfig, retry: Retry = Retry()) -> "S3Storage":
         endpoint = config.settings.get("endpoint_url")
+        if endpoint and not str(endpoint).startswith(("http://", "https://")):
+            raise ConfigError(f"storage '{config.name}' has an endpoint_url that is not an http(s) URL")
         client = boto3.session.Session().client(
             "s3",
             aws_access_key_id=config.require("access_key_id", "AWS_ACCESS_KEY_ID"),
@@ -138,7 +149,7 @@ class S3Storage(Storage, SignedURLs, ServerCopy, Resumable):
         with self.errors(prefix):
             for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=start):
                 for entry in page.get("Contents", []):
-                    if not entry["Key"].endswith("/"):
+                    if not (entry["Key"].endswith("/") and entry.get("Size", 0) == 0):
                         yield self.info(entry["Key"], entry)
 
     def stat(self, key: str) -> ObjectInfo | None:
@@ -260,8 +271,10 @@ class S3Storage(Storage, SignedURLs, ServerCopy, Resumable):
             response = self.client.create_multipart_upload(Bucket=self.bucket, Key=key, **headers)
         return S3Upload(self, key, response["UploadId"])
 
-    def resume_upload(self, key: str, source: ObjectInfo, token: str) -> Upload | None:
-        """The open multipart upload `token`, with the parts S3 lists for it."""
+    def resume_upload(self, key: str, source: ObjectInfo, token: str, recorded: dict[int, str]) -> Upload | None:
+        """The open multipart upload `token`, with the parts S3 lists for it; or, when S3 no longer
+        knows it but holds an object whose ETag is that of the recorded parts, that completed upload
+        (its parts are then checked against the source again, and nothing is sent)."""
         uploaded = {}
         try:
             with self.errors(key):
@@ -272,7 +285,12 @@ class S3Storage(Storage, SignedURLs, ServerCopy, Resumable):
                         if md5:
                             uploaded[part["PartNumber"]] = Part(part["Size"], md5)
         except NotFound:
-            return None
+            numbers = sorted(recorded)
+            landed = self.stat(key)
+            if not landed or numbers != list(range(1, len(numbers) + 1)) or \
+                    (landed.etag or "").strip('"') != composite_etag([bytes.fromhex(recorded[n]) for n in numbers]):
+                return None
+            return S3Upload(self, key, token, {n: Part(md5=recorded[n]) for n in numbers}, completed=True)
         return S3Upload(self, key, token, uploaded)
 
     def discard_upload(self, key: str, token: str) -> None:

@@ -107,6 +107,10 @@ class AzureStorage(Storage, SignedURLs, ServerCopy, Resumable):
         else:
             account = config.require("account_name")
             key = config.require("account_key", "AZURE_STORAGE_KEY")
+            try:
+                base64.b64decode(key, validate=True)
+            except ValueError:
+                raise ConfigError(f"storage '{config.name}' has an account_key that is not base64") from None
             endpoint = config.settings.get("endpoint") or f"https://{account}.blob.core.windows.net"
             service = BlobServiceClient(endpoint, credential={"account_name": account, "account_key": key},
                                         retry_policy=policy)
@@ -118,7 +122,8 @@ class AzureStorage(Storage, SignedURLs, ServerCopy, Resumable):
         try:
             yield
         except (ClientAuthenticationError, HttpResponseError) as e:
-            code = getattr(e.error_code, "value", e.error_code) or str(e.status_code)
+            error_code = getattr(e, "error_code", None)
+            code = getattr(error_code, "value", error_code) or str(getattr(e, "status_code", "") or e.__class__.__name__)
             status = 403 if isinstance(e, ClientAuthenticationError) else e.status_code
             raise self.error_for(code, status, key, str(e.message or "")) from None
         except AzureError as e:
@@ -301,7 +306,7 @@ class AzureStorage(Storage, SignedURLs, ServerCopy, Resumable):
     def begin(self, key: str, source: ObjectInfo) -> Upload:
         return AzureUpload(self, key, source, new_tag())
 
-    def resume_upload(self, key: str, source: ObjectInfo, token: str) -> Upload | None:
+    def resume_upload(self, key: str, source: ObjectInfo, token: str, recorded: dict[int, str]) -> Upload | None:
         """The upload `token` again, with the uncommitted blocks Azure holds for it."""
         blob = self.container.get_blob_client(key)
         try:

@@ -46,9 +46,9 @@ class Reader(ABC):
 
 @dataclass(frozen=True)
 class Part:
-    """A part an earlier run already uploaded: its size, and its MD5 (hex) where the target tells."""
+    """A part an earlier run already uploaded: its size and MD5 (hex), where the target tells."""
 
-    size: int
+    size: int | None = None
     md5: str | None = None
 
 
@@ -171,9 +171,10 @@ class Resumable(ABC):
     run began, by the `token` it recorded."""
 
     @abstractmethod
-    def resume_upload(self, key: str, source: ObjectInfo, token: str) -> Upload | None:
+    def resume_upload(self, key: str, source: ObjectInfo, token: str, recorded: dict[int, str]) -> Upload | None:
         """The upload again, with `uploaded` filled from what the target holds; None when it is
-        gone (the caller then begins afresh)."""
+        gone (the caller then begins afresh). `recorded` holds the MD5s of the parts the caller
+        knows it sent, by which a target may recognise an upload that was completed already."""
 
     @abstractmethod
     def discard_upload(self, key: str, token: str) -> None:

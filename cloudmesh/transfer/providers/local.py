@@ -93,10 +93,13 @@ class LocalStorage(Storage, Resumable):
             raise UsageError(f"object name '{key[:60]}...' has a path component longer than 255 bytes")
 
     def path(self, key: str) -> Path:
-        """The file for `key`, checked to lie inside the root even through symlinks."""
+        """The file for `key`, checked to lie inside the root even through symlinks. Reading is
+        allowed where writing is not (a backslash, say); `check_key` guards every write."""
         if not key:
             return self.root
-        self.check_key(key)
+        Storage.check_key(self, key)
+        if key.startswith("/") or any(p == ".." for p in key.split("/")):
+            raise UsageError(f"object name {key!r} cannot be stored safely under local storage '{self.name}'")
         path = self.root / key
         if not self.inside(path):
             raise UsageError(f"object name {key!r} leads outside local storage '{self.name}'")
@@ -156,6 +159,7 @@ class LocalStorage(Storage, Resumable):
             raise
 
     def begin(self, key: str, source: ObjectInfo) -> Upload:
+        self.check_key(key)
         path = self.path(key)
         if path.is_dir():
             raise TransferError(f"'{self.name}:{key}' is a folder; cannot write a file there")
@@ -164,7 +168,7 @@ class LocalStorage(Storage, Resumable):
         except OSError as e:
             raise TransferError(f"cannot write under '{self.name}:{key}': {e.strerror}") from None
 
-    def resume_upload(self, key: str, source: ObjectInfo, token: str) -> Upload | None:
+    def resume_upload(self, key: str, source: ObjectInfo, token: str, recorded: dict[int, str]) -> Upload | None:
         """A partial file cannot tell which of its parts were written: always begin afresh."""
         return None
 

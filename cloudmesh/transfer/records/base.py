@@ -107,6 +107,15 @@ class Records(ABC):
         or (when its source changed) its size, etag and mtime."""
 
     @abstractmethod
+    def part_done(self, transfer_id: str, path: str, upload: str, number: int, md5: str, bytes_done: int) -> None:
+        """Record that part `number` of the object's upload `upload` is stored, with its MD5, and
+        the object's bytes done, at once."""
+
+    @abstractmethod
+    def parts(self, transfer_id: str, path: str, upload: str) -> dict[int, str]:
+        """The MD5s (hex) of the parts recorded for the object's upload, by part number."""
+
+    @abstractmethod
     def claim(self, transfer_id: str, owner: str) -> None:
         """Make `owner` run a transfer again (resume): atomically, and only if no live owner runs it;
         its unsettled objects become pending. NotFound for an unknown id, UsageError when it runs."""

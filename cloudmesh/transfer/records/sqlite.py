@@ -47,6 +47,14 @@ CREATE TABLE IF NOT EXISTS objects (
     part_size INTEGER,
     PRIMARY KEY (transfer_id, path)
 );
+CREATE TABLE IF NOT EXISTS parts (
+    transfer_id TEXT NOT NULL,
+    path TEXT NOT NULL,
+    upload TEXT NOT NULL,
+    number INTEGER NOT NULL,
+    md5 TEXT NOT NULL,
+    PRIMARY KEY (transfer_id, path, upload, number)
+);
 """
 # Columns added after the first release, for databases created before them.
 ADDED = {"transfers": {"owner": "TEXT", "heartbeat": "REAL", "cancel": "INTEGER NOT NULL DEFAULT 0"},
@@ -116,6 +124,18 @@ class SQLiteRecords(Records):
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 [(transfer["id"], seq, o["path"], o["source_key"], o["target_key"], o["size"], o.get("etag"),
                   o.get("mtime")) for seq, o in enumerate(objects)])
+
+    def part_done(self, transfer_id: str, path: str, upload: str, number: int, md5: str, bytes_done: int) -> None:
+        with self.transaction() as db:
+            db.execute("INSERT OR REPLACE INTO parts (transfer_id, path, upload, number, md5) VALUES (?, ?, ?, ?, ?)",
+                       (transfer_id, path, upload, number, md5))
+            db.execute("UPDATE objects SET bytes_done = ? WHERE transfer_id = ? AND path = ?",
+                       (bytes_done, transfer_id, path))
+
+    def parts(self, transfer_id: str, path: str, upload: str) -> dict[int, str]:
+        with self.lock:
+            return dict(self.db.execute("SELECT number, md5 FROM parts WHERE transfer_id = ? AND path = ? AND upload = ?",
+                                        (transfer_id, path, upload)).fetchall())
 
     def claim(self, transfer_id: str, owner: str) -> None:
         with self.transaction() as db:
