@@ -139,8 +139,13 @@ class Records(ABC):
         """The transfer's status view (see status_view), or None for an unknown id."""
 
     @abstractmethod
-    def transfers(self, state: str | None = None) -> list[dict]:
-        """Status views of all transfers (optionally in one state), newest first."""
+    def transfers(self, state: str | None = None, limit: int | None = None, offset: int = 0) -> list[dict]:
+        """Status views of the transfers (optionally in one state), newest first; with `limit`,
+        that many from `offset` on."""
+
+    @abstractmethod
+    def count(self, state: str | None = None) -> int:
+        """How many transfers there are (in one state)."""
 
     @abstractmethod
     def objects(self, transfer_id: str) -> list[dict]:

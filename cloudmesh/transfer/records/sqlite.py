@@ -190,10 +190,20 @@ class SQLiteRecords(Records):
             row = self.db.execute("SELECT * FROM transfers WHERE id = ?", (transfer_id,)).fetchone()
             return self.view(row) if row else None
 
-    def transfers(self, state: str | None = None) -> list[dict]:
+    def rows(self, state: str | None) -> list[sqlite3.Row]:
+        """The transfer rows in one (shown) state, newest first; the state is derived, so filtered here."""
+        rows = self.db.execute("SELECT * FROM transfers ORDER BY started DESC, id").fetchall()
+        return [row for row in rows if state is None or state_of(dict(row)) == state]
+
+    def transfers(self, state: str | None = None, limit: int | None = None, offset: int = 0) -> list[dict]:
         with self.lock:
-            rows = self.db.execute("SELECT * FROM transfers ORDER BY started DESC, id").fetchall()
-            return [self.view(row) for row in rows if state is None or state_of(dict(row)) == state]
+            rows = self.rows(state)
+            page = rows[offset:] if limit is None else rows[offset:offset + limit]
+            return [self.view(row) for row in page]
+
+    def count(self, state: str | None = None) -> int:
+        with self.lock:
+            return len(self.rows(state))
 
     def objects(self, transfer_id: str) -> list[dict]:
         with self.lock:
