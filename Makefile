@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 AZURITE := deploy/node_modules/.bin/azurite-blob
 
-.PHONY: install test demo emulators stop clean
+.PHONY: install test test-records demo emulators stop clean
 
 install: $(BIN)/cms $(AZURITE)
 
@@ -21,6 +21,11 @@ $(AZURITE): deploy/package.json
 
 test: install
 	$(BIN)/python -m pytest -q tests
+
+# Only the transfer-record contract (SQLite, and MongoDB on mongomock); against a real MongoDB server:
+# CMS_TRANSFER_TEST_MONGO_URL=mongodb://host:27017 make test-records
+test-records: $(BIN)/cms
+	$(BIN)/python -m pytest -q tests/test_records.py
 
 demo: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash deploy/demo.sh

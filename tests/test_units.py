@@ -1,4 +1,5 @@
-"""Unit tests of the pure parts: locations, sizes, part sizing, config loading and masking, records."""
+"""Unit tests of the pure parts: locations, sizes, part sizing, config loading and masking (the records'
+contract is tests/test_records.py)."""
 import math
 import random
 from pathlib import Path
@@ -11,12 +12,11 @@ from cloudmesh.transfer.api import parse_bool, parse_size
 from cloudmesh.transfer.config import MASK, load_storages, masked
 from cloudmesh.transfer.engine import Options, part_size, read_exact
 from cloudmesh.transfer.providers import Reader
-from cloudmesh.transfer.errors import ConfigError, IdInUse, TransferError, UsageError
+from cloudmesh.transfer.errors import ConfigError, TransferError, UsageError
 from cloudmesh.transfer.location import Location
 from cloudmesh.transfer.providers.awss3 import S3Storage
 from cloudmesh.transfer.providers.azureblob import AzureStorage
 from cloudmesh.transfer.providers.local import LocalStorage
-from cloudmesh.transfer.records.sqlite import SQLiteRecords
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB
@@ -327,120 +327,6 @@ def test_require_names_the_missing_field_and_its_variable(tmp_path):
         s3.require("bucket")
     with pytest.raises(ConfigError, match=r"set CMTRANSFER_UNSET_VARIABLE"):
         s3.require("access_key_id", "CMTRANSFER_UNSET_VARIABLE")
-
-
-# SQLiteRecords
-
-
-def transfer(tid: str, route: str = "local->awss3") -> dict:
-    return {"id": tid, "source": "local:src", "target": "awss3:dst", "route": route, "copy": True,
-            "recursive": True, "owner": f"owner-of-{tid}"}
-
-
-def objects(*sizes: int) -> list[dict]:
-    return [{"path": f"f{i}", "source_key": f"src/f{i}", "target_key": f"dst/f{i}", "size": size}
-            for i, size in enumerate(sizes)]
-
-
-@pytest.fixture
-def records(tmp_path):
-    store = SQLiteRecords(tmp_path / "records" / "transfer.db")
-    yield store
-    store.close()
-
-
-def test_a_new_transfer_is_running_with_nothing_done(records):
-    records.create(transfer("t1"), objects(10, 20))
-    status = records.status("t1")
-    assert (status["state"], status["objects_total"], status["objects_done"], status["bytes_total"],
-            status["bytes_done"], status["finished"], status["errors"]) == ("running", 2, 0, 30, 0, None, [])
-
-
-def test_status_counts_and_errors_are_derived_from_the_objects(records):
-    records.create(transfer("t1"), objects(10, 20, 30))
-    records.update_object("t1", "f0", state="done", bytes_done=10, md5="aa", method="stream")
-    records.update_object("t1", "f1", state="failed", bytes_done=5, message="boom")
-    records.update_object("t1", "f2", state="running", bytes_done=7)
-    records.finish("t1", "failed", "1 object failed")
-    status = records.status("t1")
-    assert status["state"] == "failed" and status["message"] == "1 object failed"
-    assert (status["objects_total"], status["objects_done"], status["objects_failed"]) == (3, 1, 1)
-    assert (status["bytes_total"], status["bytes_done"]) == (60, 22)
-    assert status["errors"] == [{"path": "f1", "message": "boom"}]
-    assert status["finished"] is not None and status["seconds"] >= 0
-    assert status["copy"] is True and status["recursive"] is True
-
-
-def test_objects_are_kept_in_plan_order_with_their_fields(records):
-    records.create(transfer("t1"), objects(3, 1, 2))
-    records.update_object("t1", "f1", state="done", md5="m")
-    rows = records.objects("t1")
-    assert [r["path"] for r in rows] == ["f0", "f1", "f2"]
-    assert (rows[1]["state"], rows[1]["md5"], rows[0]["state"]) == ("done", "m", "pending")
-
-
-def test_status_of_an_unknown_id_is_none(records):
-    assert records.status("never") is None
-
-
-def test_creating_an_existing_id_raises_id_in_use_and_keeps_the_first(records):
-    records.create(transfer("t1"), objects(10))
-    with pytest.raises(IdInUse, match="'t1' is already used"):
-        records.create(transfer("t1"), objects(1, 2, 3))
-    assert records.status("t1")["objects_total"] == 1
-
-
-def test_update_object_rejects_unknown_fields(records):
-    records.create(transfer("t1"), objects(10))
-    with pytest.raises(ValueError):
-        records.update_object("t1", "f0", colour="red")
-
-
-def test_transfers_filters_by_state(records):
-    records.create(transfer("a"), objects(1))
-    records.create(transfer("b"), objects(1))
-    records.finish("a", "completed")
-    assert [t["id"] for t in records.transfers("completed")] == ["a"]
-    assert [t["id"] for t in records.transfers("running")] == ["b"]
-    assert {t["id"] for t in records.transfers()} == {"a", "b"}
-
-
-def test_statistic_totals_by_state_and_by_route(records):
-    records.create(transfer("a", "local->awss3"), objects(10, 20))
-    records.update_object("a", "f0", state="done", bytes_done=10)
-    records.update_object("a", "f1", state="done", bytes_done=20)
-    records.finish("a", "completed")
-    records.create(transfer("b", "awss3->azureblob"), objects(5, 7))
-    records.update_object("b", "f0", state="done", bytes_done=5)
-    records.update_object("b", "f1", state="failed", bytes_done=3, message="x")
-    records.finish("b", "failed")
-    records.create(transfer("c", "local->awss3"), objects(100))
-    stats = records.statistic()
-    assert stats["transfers"] == {"running": 1, "interrupted": 0, "completed": 1, "failed": 1, "cancelled": 0}
-    assert stats["by_route"] == {"awss3->azureblob": {"transfers": 1, "bytes": 5, "objects": 1},
-                                 "local->awss3": {"transfers": 2, "bytes": 30, "objects": 2}}
-    assert (stats["bytes_total"], stats["objects_total"]) == (35, 3)
-    assert stats["seconds_total"] >= 0
-
-
-def test_statistic_of_an_empty_store_is_all_zero(records):
-    stats = records.statistic()
-    assert stats["transfers"] == {"running": 0, "interrupted": 0, "completed": 0, "failed": 0, "cancelled": 0}
-    assert (stats["bytes_total"], stats["objects_total"], stats["by_route"]) == (0, 0, {})
-    assert stats["throughput_bytes_per_second"] == 0
-
-
-def test_records_are_shared_by_two_handles_on_one_file(tmp_path):
-    first, second = SQLiteRecords(tmp_path / "t.db"), SQLiteRecords(tmp_path / "t.db")
-    try:
-        first.create(transfer("t1"), objects(4))
-        second.update_object("t1", "f0", state="done", bytes_done=4)
-        assert first.status("t1")["objects_done"] == 1
-        with pytest.raises(IdInUse):
-            second.create(transfer("t1"), objects(4))
-    finally:
-        first.close()
-        second.close()
 
 
 # providers.http

@@ -128,3 +128,94 @@ def save_defaults(data: dict) -> Path:
 def load_defaults() -> dict | None:
     path = config_dir() / DEFAULTS_FILE
     return read_defaults(path) if path.exists() else None
+
+
+RECORDS_KINDS = ("sqlite", "mongo")
+MONGO_SECTION = "cloudmesh.data.mongo"
+MONGO_UNSAFE_DBNAME = set('/\\. "$\x00')
+
+
+def load_records_settings(path: Path | None = None, kind: str | None = None, mongo_url: str | None = None) -> dict:
+    """Where the transfer records are kept: {"kind": "sqlite"} (the default), or {"kind": "mongo"}
+    with either "url" or "host" and "port", and "dbname", "username", "password".
+
+    The store is `kind` (an option), else $CMS_TRANSFER_RECORDS, else `cloudmesh.transfer.records`
+    in cloudmesh.yaml, else SQLite; without a readable cloudmesh.yaml it is SQLite. MongoDB is reached with
+    cloudmesh's own `cloudmesh.data.mongo` settings: MONGO_URL (or MONGO_URI), else MONGO_HOST,
+    MONGO_PORT (27017), MONGO_USERNAME and MONGO_PASSWORD; MONGO_DBNAME (cloudmesh) unless the URL
+    names a database. `mongo_url`, else $CMS_TRANSFER_MONGO_URL, replaces the URL or host and port.
+    Every problem is a ConfigError of one line, and none shows a password or a URL."""
+    path = path or config_dir() / "cloudmesh.yaml"
+    chosen = records_kind(kind, "the records option") or \
+        records_kind(os.environ.get("CMS_TRANSFER_RECORDS"), "CMS_TRANSFER_RECORDS")
+    if chosen == "sqlite":
+        return {"kind": "sqlite"}
+    mongo_url = mongo_url or os.environ.get("CMS_TRANSFER_MONGO_URL")
+    try:
+        data = read_yaml(path, "cloudmesh.yaml") if path.exists() else None
+    except ConfigError:
+        # An unreadable file holds no setting: the records stay where they are by default, so that
+        # `status` works as before (the commands that need the storages report the file).
+        if chosen != "mongo":
+            return {"kind": "sqlite"}
+        if not mongo_url:
+            raise
+        data = None
+    top = data.get("cloudmesh") if isinstance(data, dict) else None
+    top = top if isinstance(top, dict) else {}
+    if not chosen:
+        section = top.get("transfer")
+        if section is not None and not isinstance(section, dict):
+            raise ConfigError(f"'cloudmesh.transfer' in {path} is not a mapping")
+        chosen = records_kind((section or {}).get("records"), f"'cloudmesh.transfer.records' in {path}") or "sqlite"
+        if chosen == "sqlite":
+            return {"kind": "sqlite"}
+    data_section = top.get("data")
+    mongo = data_section.get("mongo") if isinstance(data_section, dict) else None
+    if mongo is not None and not isinstance(mongo, dict):
+        raise ConfigError(f"'{MONGO_SECTION}' in {path} is not a mapping")
+    mongo = mongo or {}
+    url = mongo_url or mongo.get("MONGO_URL") or mongo.get("MONGO_URI")
+    if not url and not mongo:
+        raise ConfigError(f"the transfer records are set to MongoDB but {path} has no '{MONGO_SECTION}' section "
+                          "(or set CMS_TRANSFER_MONGO_URL)")
+    settings = {"kind": "mongo", "dbname": mongo_dbname(mongo.get("MONGO_DBNAME"))}
+    if url:
+        if not isinstance(url, str) or not url.startswith(("mongodb://", "mongodb+srv://")):
+            raise ConfigError("the MongoDB URL of the transfer records must start with mongodb:// or mongodb+srv://")
+        return {**settings, "url": url}
+    host = mongo.get("MONGO_HOST")
+    if not isinstance(host, str) or not host.strip():
+        raise ConfigError(f"'{MONGO_SECTION}' in {path} has no MONGO_HOST (or MONGO_URL)")
+    port = mongo.get("MONGO_PORT", 27017)
+    if isinstance(port, str) and port.strip().isdigit():
+        port = int(port)
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+        raise ConfigError(f"MONGO_PORT in '{MONGO_SECTION}' is not a port number: {port!r}")
+    username, password = mongo.get("MONGO_USERNAME") or None, mongo.get("MONGO_PASSWORD") or None
+    if bool(username) != bool(password):
+        missing = "MONGO_PASSWORD" if username else "MONGO_USERNAME"
+        raise ConfigError(f"'{MONGO_SECTION}' in {path} has no {missing}; give both or neither")
+    if password is not None and str(password) == "TBD":
+        raise ConfigError(f"MONGO_PASSWORD in '{MONGO_SECTION}' is still TBD; set the MongoDB password")
+    return {**settings, "host": host.strip(), "port": port,
+            "username": None if username is None else str(username),
+            "password": None if password is None else str(password)}
+
+
+def records_kind(value, where: str) -> str | None:
+    """'sqlite' or 'mongo' from a setting, None if it is not set."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    kind = str(value).strip().lower()
+    if kind not in RECORDS_KINDS:
+        raise ConfigError(f"{where} must be 'sqlite' or 'mongo', not {str(value)!r}")
+    return kind
+
+
+def mongo_dbname(value) -> str:
+    if value is None or value == "":
+        return "cloudmesh"
+    if not isinstance(value, str) or len(value) > 63 or MONGO_UNSAFE_DBNAME & set(value):
+        raise ConfigError(f"MONGO_DBNAME in '{MONGO_SECTION}' is not a MongoDB database name: {str(value)!r}")
+    return value

@@ -91,7 +91,7 @@ def status_view(transfer: dict, counts: dict, errors: list[dict]) -> dict:
 
 
 class Records(ABC):
-    """A store of transfers and their objects. Implementations: records/sqlite.py.
+    """A store of transfers and their objects. Implementations: records/sqlite.py, records/mongo.py.
 
     `create` records the owner (a token per run, with its host and pid); the owner renews its
     lease with `heartbeat` while it runs, which is how a dead run is told from a live one.

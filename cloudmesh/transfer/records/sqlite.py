@@ -7,7 +7,7 @@ import threading
 import time
 from pathlib import Path
 
-from cloudmesh.transfer.errors import IdInUse, NotFound, UsageError
+from cloudmesh.transfer.errors import Conflict, IdInUse, NotFound
 from cloudmesh.transfer.records.base import STATES, Records, owner_alive, state_of, status_view
 
 SCHEMA = """
@@ -143,7 +143,7 @@ class SQLiteRecords(Records):
             if row is None:
                 raise NotFound(f"no transfer with id '{transfer_id}'")
             if row["state"] == "running" and owner_alive(dict(row)):
-                raise UsageError(f"transfer '{transfer_id}' is still running (process {row['pid']} on "
+                raise Conflict(f"transfer '{transfer_id}' is still running (process {row['pid']} on "
                                  f"{row['host']}); cancel it or wait for it")
             db.execute("UPDATE transfers SET state = 'running', finished = NULL, message = NULL, cancel = 0,"
                        " host = ?, pid = ?, owner = ?, heartbeat = ? WHERE id = ?",
@@ -166,6 +166,8 @@ class SQLiteRecords(Records):
         unknown = set(fields) - OBJECT_FIELDS
         if unknown:
             raise ValueError(f"unknown object fields {sorted(unknown)}")
+        if not fields:
+            return
         assignments = ", ".join(f"{name} = ?" for name in fields)
         self.write(f"UPDATE objects SET {assignments} WHERE transfer_id = ? AND path = ?",
                    (*fields.values(), transfer_id, path))

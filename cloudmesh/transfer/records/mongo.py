@@ -1,0 +1,342 @@
+"""Transfer records in MongoDB (pymongo): the same records as records/sqlite.py, for several hosts.
+
+Three collections: `transfers` (one document per transfer, _id = the transfer id), `objects` (one
+per object: transfer_id, seq, path and the columns of SQLite's objects table) and `parts`
+(transfer_id, path, upload, number, md5). MongoDB updates one document atomically, so every write
+that must not be lost to a concurrent one is a single update_one/find_one_and_update whose filter
+carries the condition: a claim is a compare-and-swap on the owner and heartbeat it read, a heartbeat
+and a finish with an owner are filtered on that owner. No multi-document transactions are used (they
+need a replica set): where SQLite writes two rows in one transaction, the order of the writes is
+chosen so that a crash between them leaves true records (see create and part_done).
+
+This module imports pymongo; records/__init__.py imports it only when MongoDB is selected.
+"""
+import functools
+import os
+import socket
+import time
+from urllib.parse import unquote
+
+import pymongo
+from pymongo.errors import ConfigurationError, ConnectionFailure, DuplicateKeyError, OperationFailure, PyMongoError
+
+from cloudmesh.transfer.errors import Conflict, ConfigError, IdInUse, NotFound, TransferError
+from cloudmesh.transfer.records.base import STATES, Records, owner_alive, state_of, status_view
+
+TRANSFER_FIELDS = ("state", "source", "target", "route", "copy", "recursive", "started", "finished", "host", "pid",
+                   "message", "owner", "heartbeat", "cancel")
+OBJECT_COLUMNS = ("transfer_id", "seq", "path", "source_key", "target_key", "size", "state", "bytes_done", "md5",
+                  "method", "message", "etag", "mtime", "upload", "part_size")
+OBJECT_FIELDS = {"state", "bytes_done", "md5", "method", "message", "size", "etag", "mtime", "upload", "part_size"}
+NEWEST_FIRST = [("started", pymongo.DESCENDING), ("_id", pymongo.ASCENDING)]
+INDEXES = {
+    "objects": [([("transfer_id", 1), ("path", 1)], {"unique": True, "name": "transfer_path"}),
+                ([("transfer_id", 1), ("seq", 1)], {"name": "transfer_seq"}),
+                ([("transfer_id", 1), ("state", 1)], {"name": "transfer_state"})],
+    "parts": [([("transfer_id", 1), ("path", 1), ("upload", 1), ("number", 1)], {"unique": True, "name": "part"})],
+    "transfers": [([("state", 1), ("started", -1), ("_id", 1)], {"name": "state_started"}),
+                  ([("started", -1), ("_id", 1)], {"name": "started"})],
+}
+VIEW_BATCH = 500  # transfers whose views are built by one set of queries (bounds the $in lists)
+CLAIM_TRIES = 10  # a claim re-reads after losing a race; it gives up only if the record keeps changing
+TIMEOUT_MS = 5000  # how long to look for a server before giving up (unless the URL sets serverSelectionTimeoutMS)
+AUTH_FAILED, UNAUTHORIZED = 18, 13  # MongoDB error codes
+
+
+def hosts_of(url: str) -> str:
+    """The host:port list of a mongodb:// URL, without its user and password."""
+    rest = url.split("://", 1)[-1]
+    netloc = rest.split("/", 1)[0].split("?", 1)[0]
+    return netloc.rsplit("@", 1)[-1]
+
+
+def secrets_of(url: str | None, password: str | None) -> list[str]:
+    """The strings no message may show: the password, as given and as written in the URL."""
+    found = [password] if password else []
+    if url:
+        netloc = url.split("://", 1)[-1].split("/", 1)[0]
+        if "@" in netloc:
+            userinfo = netloc.rsplit("@", 1)[0]
+            if ":" in userinfo:
+                secret = userinfo.split(":", 1)[1]
+                found += [secret, unquote(secret)]
+    return [s for s in found if s]
+
+
+def connect(settings: dict) -> "MongoRecords":
+    """MongoRecords on the server that `settings` (config.load_records_settings) names."""
+    url = settings.get("url")
+    password = settings.get("password")
+    secrets = secrets_of(url, password)
+    where = hosts_of(url) if url else f"{settings['host']}:{settings['port']}"
+    try:
+        if url:
+            options = {} if "serverselectiontimeoutms" in url.lower() else {"serverSelectionTimeoutMS": TIMEOUT_MS}
+            client = pymongo.MongoClient(url, **options)
+        else:
+            credentials = {"username": settings["username"], "password": password} if settings.get("username") else {}
+            client = pymongo.MongoClient(host=settings["host"], port=settings["port"],
+                                         serverSelectionTimeoutMS=TIMEOUT_MS, **credentials)
+        database = client.get_default_database(settings.get("dbname") or "cloudmesh")
+    except (PyMongoError, ValueError) as e:  # pymongo says ValueError of some malformed URLs
+        raise translate(e, where, secrets) from None
+    try:
+        return MongoRecords(database, where=where, secrets=secrets, client=client)
+    except BaseException:
+        client.close()
+        raise
+
+
+def translate(error: Exception, where: str, secrets: list[str]) -> TransferError:
+    """A pymongo error as one line that names the server but never a password."""
+    def clean(text) -> str:
+        text = " ".join(str(text).split())
+        for secret in secrets:
+            text = text.replace(secret, "********")
+        return text[:300]
+
+    if isinstance(error, (ConfigurationError, ValueError)):
+        return ConfigError(f"invalid MongoDB settings for the transfer records: {clean(error)}")
+    if isinstance(error, ConnectionFailure):
+        reason = str(error).split(", Timeout:")[0].split(" (configured timeouts")[0].removeprefix(f"{where}: ")
+        return TransferError(f"cannot reach the MongoDB transfer records at {where}: {clean(reason)}")
+    if isinstance(error, OperationFailure):
+        message = clean((error.details or {}).get("errmsg") or error)
+        if error.code == AUTH_FAILED:
+            return ConfigError(f"MongoDB at {where} rejected the username or password of the transfer records")
+        if error.code == UNAUTHORIZED:
+            return ConfigError(f"the MongoDB user may not use the transfer records at {where}: {message}")
+        return TransferError(f"the MongoDB transfer records at {where} failed: {message}")
+    return TransferError(f"the MongoDB transfer records at {where} failed: {type(error).__name__}: {clean(error)}")
+
+
+def guarded(method):
+    """Let no pymongo error out: each becomes a one-line TransferError or ConfigError."""
+    @functools.wraps(method)
+    def call(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except PyMongoError as e:
+            raise translate(e, self.where, self.secrets) from None
+    return call
+
+
+class MongoRecords(Records):
+    """The records in one MongoDB database (a pymongo Database, or mongomock's in tests)."""
+
+    @guarded
+    def __init__(self, database, where: str = "MongoDB", secrets: list[str] = (), client=None):
+        self.where, self.secrets, self.client = where, list(secrets), client
+        self.db = database
+        self.transfers_ = database["transfers"]
+        self.objects_ = database["objects"]
+        self.parts_ = database["parts"]
+        for name, indexes in INDEXES.items():
+            for keys, options in indexes:
+                database[name].create_index(keys, **options)
+
+    @staticmethod
+    def row(doc: dict) -> dict:
+        """A transfer document as the row SQLite would give (id, then every column; None where absent)."""
+        return {"id": doc["_id"], **{name: doc.get(name) for name in TRANSFER_FIELDS}}
+
+    @staticmethod
+    def object_row(doc: dict) -> dict:
+        return {name: doc.get(name) for name in OBJECT_COLUMNS}
+
+    @guarded
+    def create(self, transfer: dict, objects: list[dict]) -> None:
+        """The transfer document first: its unique _id decides which of two creators of one id wins,
+        and the loser touches no object. A failure while inserting the objects removes the transfer."""
+        now = time.time()
+        try:
+            self.transfers_.insert_one(
+                {"_id": transfer["id"], "state": "running", "source": transfer["source"], "target": transfer["target"],
+                 "route": transfer["route"], "copy": int(transfer["copy"]), "recursive": int(transfer["recursive"]),
+                 "started": now, "finished": None, "host": socket.gethostname(), "pid": os.getpid(),
+                 "message": None, "owner": transfer["owner"], "heartbeat": now, "cancel": 0})
+        except DuplicateKeyError:
+            found = self.transfers_.find_one({"_id": transfer["id"]}, {"state": 1}) or {}
+            state = f" ({found['state']})" if found.get("state") else ""
+            raise IdInUse(f"transfer id '{transfer['id']}' is already used{state}; choose another id") from None
+        if not objects:
+            return
+        try:
+            self.objects_.insert_many(
+                [{"transfer_id": transfer["id"], "seq": seq, "path": o["path"], "source_key": o["source_key"],
+                  "target_key": o["target_key"], "size": o["size"], "state": "pending", "bytes_done": 0, "md5": None,
+                  "method": None, "message": None, "etag": o.get("etag"), "mtime": o.get("mtime"), "upload": None,
+                  "part_size": None} for seq, o in enumerate(objects)])
+        except BaseException:
+            try:
+                self.objects_.delete_many({"transfer_id": transfer["id"]})
+                self.transfers_.delete_one({"_id": transfer["id"]})
+            except PyMongoError:
+                pass  # the first error is the one to report
+            raise
+
+    @guarded
+    def part_done(self, transfer_id: str, path: str, upload: str, number: int, md5: str, bytes_done: int) -> None:
+        """The part first, then the object's bytes done: a crash between them loses only progress."""
+        self.parts_.update_one({"transfer_id": transfer_id, "path": path, "upload": upload, "number": number},
+                               {"$set": {"md5": md5}}, upsert=True)
+        self.objects_.update_one({"transfer_id": transfer_id, "path": path}, {"$set": {"bytes_done": bytes_done}})
+
+    @guarded
+    def parts(self, transfer_id: str, path: str, upload: str) -> dict[int, str]:
+        return {doc["number"]: doc["md5"] for doc in self.parts_.find(
+            {"transfer_id": transfer_id, "path": path, "upload": upload}, {"number": 1, "md5": 1, "_id": 0})}
+
+    @guarded
+    def claim(self, transfer_id: str, owner: str) -> None:
+        """Compare-and-swap: the update only matches while state, owner and heartbeat are what was
+        read and judged, so of two claimers one wins and the other re-reads a live owner."""
+        for _ in range(CLAIM_TRIES):
+            doc = self.transfers_.find_one({"_id": transfer_id})
+            if doc is None:
+                raise NotFound(f"no transfer with id '{transfer_id}'")
+            row = self.row(doc)
+            if row["state"] == "running" and owner_alive(row):
+                raise Conflict(f"transfer '{transfer_id}' is still running (process {row['pid']} on "
+                                 f"{row['host']}); cancel it or wait for it")
+            seen = {"_id": transfer_id, "state": row["state"], "owner": row["owner"], "heartbeat": row["heartbeat"]}
+            taken = self.transfers_.update_one(seen, {"$set": {
+                "state": "running", "finished": None, "message": None, "cancel": 0, "host": socket.gethostname(),
+                "pid": os.getpid(), "owner": owner, "heartbeat": time.time()}})
+            if taken.matched_count:
+                self.objects_.update_many({"transfer_id": transfer_id, "state": {"$in": ["pending", "failed"]}},
+                                          {"$set": {"state": "pending", "bytes_done": 0, "message": None}})
+                return
+        raise TransferError(f"transfer '{transfer_id}' kept changing while it was claimed; try again")
+
+    @guarded
+    def heartbeat(self, transfer_id: str, owner: str) -> str:
+        doc = self.transfers_.find_one_and_update({"_id": transfer_id, "owner": owner, "state": "running"},
+                                                  {"$set": {"heartbeat": time.time()}}, projection={"cancel": 1},
+                                                  return_document=pymongo.ReturnDocument.AFTER)
+        if doc is None:
+            return "lost"
+        return "cancel" if doc.get("cancel") else "run"
+
+    @guarded
+    def request_cancel(self, transfer_id: str) -> None:
+        self.transfers_.update_one({"_id": transfer_id, "state": "running"}, {"$set": {"cancel": 1}})
+
+    @guarded
+    def update_object(self, transfer_id: str, path: str, **fields) -> None:
+        unknown = set(fields) - OBJECT_FIELDS
+        if unknown:
+            raise ValueError(f"unknown object fields {sorted(unknown)}")
+        if fields:
+            self.objects_.update_one({"transfer_id": transfer_id, "path": path}, {"$set": fields})
+
+    @guarded
+    def finish(self, transfer_id: str, state: str, message: str | None = None, owner: str | None = None) -> None:
+        match = {"_id": transfer_id} if owner is None else {"_id": transfer_id, "owner": owner}
+        self.transfers_.update_one(match, {"$set": {"state": state, "finished": time.time(), "message": message,
+                                                    "cancel": 0}})
+
+    def views(self, docs: list[dict]) -> list[dict]:
+        """Status views of transfer documents: three queries over their objects, however many."""
+        ids = [doc["_id"] for doc in docs]
+        counts = {tid: {"objects_total": 0, "objects_done": 0, "objects_failed": 0, "objects_skipped": 0,
+                        "bytes_total": 0, "bytes_done": 0, "uploads_open": 0, "methods": {}} for tid in ids}
+        groups = self.objects_.aggregate([
+            {"$match": {"transfer_id": {"$in": ids}}},
+            {"$group": {"_id": {"transfer": "$transfer_id", "state": "$state", "method": "$method"},
+                        "objects": {"$sum": 1}, "size": {"$sum": "$size"}, "bytes_done": {"$sum": "$bytes_done"}}}])
+        for group in groups:
+            key = group["_id"]
+            count = counts[key["transfer"]]
+            count["objects_total"] += group["objects"]
+            count["bytes_total"] += group["size"]
+            count["bytes_done"] += group["bytes_done"]
+            if key.get("state") in ("done", "failed", "skipped"):
+                count[f"objects_{key['state']}"] += group["objects"]
+            if key.get("method") is not None:
+                count["methods"][key["method"]] = count["methods"].get(key["method"], 0) + group["objects"]
+        for group in self.objects_.aggregate([
+                {"$match": {"transfer_id": {"$in": ids}, "upload": {"$ne": None},
+                            "state": {"$nin": ["done", "skipped"]}}},
+                {"$group": {"_id": "$transfer_id", "open": {"$sum": 1}}}]):
+            counts[group["_id"]]["uploads_open"] = group["open"]
+        errors = {tid: [] for tid in ids}
+        for doc in self.objects_.find({"transfer_id": {"$in": ids}, "state": "failed"},
+                                      {"transfer_id": 1, "path": 1, "message": 1, "_id": 0}).sort(
+                [("transfer_id", 1), ("seq", 1)]):
+            errors[doc["transfer_id"]].append({"path": doc["path"], "message": doc.get("message")})
+        views = []
+        for doc in docs:
+            count = counts[doc["_id"]]
+            count["methods"] = dict(sorted(count["methods"].items()))
+            views.append(status_view(self.row(doc), count, errors[doc["_id"]]))
+        return views
+
+    @guarded
+    def status(self, transfer_id: str) -> dict | None:
+        doc = self.transfers_.find_one({"_id": transfer_id})
+        return self.views([doc])[0] if doc else None
+
+    def docs(self, state: str | None, limit: int | None = None, offset: int = 0) -> list[dict]:
+        """The transfer documents in one shown state, newest first (a page of them with `limit`).
+        A running transfer shows as running or interrupted, which only its owner's liveness tells:
+        those two are filtered here, the other states by the query (and paged by the server)."""
+        derived = state in ("running", "interrupted") or offset < 0 or (limit is not None and limit < 0)
+        if not derived:
+            if limit == 0:
+                return []  # MongoDB reads a limit of 0 as no limit
+            cursor = self.transfers_.find({} if state is None else {"state": state}).sort(NEWEST_FIRST).skip(offset)
+            return list(cursor if limit is None else cursor.limit(limit))
+        query = {} if state is None else {"state": {"$in": ["running", state]}}
+        docs = [doc for doc in self.transfers_.find(query).sort(NEWEST_FIRST)
+                if state is None or state_of(self.row(doc)) == state]
+        return docs[offset:] if limit is None else docs[offset:offset + limit]
+
+    @guarded
+    def transfers(self, state: str | None = None, limit: int | None = None, offset: int = 0) -> list[dict]:
+        page = self.docs(state, limit, offset)
+        batches = (page[start:start + VIEW_BATCH] for start in range(0, len(page), VIEW_BATCH))
+        return [view for batch in batches for view in self.views(batch)]
+
+    @guarded
+    def count(self, state: str | None = None) -> int:
+        if state in ("running", "interrupted"):
+            return len(self.docs(state))
+        return self.transfers_.count_documents({} if state is None else {"state": state})
+
+    @guarded
+    def objects(self, transfer_id: str) -> list[dict]:
+        return [self.object_row(doc) for doc in self.objects_.find({"transfer_id": transfer_id}).sort("seq", 1)]
+
+    @guarded
+    def statistic(self) -> dict:
+        states, routes, route_of, seconds = {}, {}, {}, 0.0
+        for doc in self.transfers_.find():
+            row = self.row(doc)
+            state = state_of(row)
+            states[state] = states.get(state, 0) + 1
+            if row["finished"] is not None:
+                seconds += row["finished"] - row["started"]
+            route_of[row["id"]] = row["route"]
+            routes.setdefault(row["route"], {"transfers": 0, "bytes": 0, "objects": 0})["transfers"] += 1
+        for group in self.objects_.aggregate([
+                {"$match": {"state": "done"}},
+                {"$group": {"_id": "$transfer_id", "bytes": {"$sum": "$size"}, "objects": {"$sum": 1}}}]):
+            route = route_of.get(group["_id"])
+            if route is not None:  # objects of no transfer count nowhere, as in SQLite's join
+                routes[route]["bytes"] += group["bytes"]
+                routes[route]["objects"] += group["objects"]
+        by_route = dict(sorted(routes.items()))
+        total_bytes = sum(r["bytes"] for r in by_route.values())
+        return {
+            "transfers": {**{state: 0 for state in STATES}, **states},
+            "bytes_total": total_bytes,
+            "objects_total": sum(r["objects"] for r in by_route.values()),
+            "seconds_total": round(seconds, 3),
+            "throughput_bytes_per_second": round(total_bytes / seconds) if seconds else 0,
+            "by_route": by_route,
+        }
+
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.close()
