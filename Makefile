@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 AZURITE := deploy/node_modules/.bin/azurite-blob
 
-.PHONY: install test test-records demo emulators stop clean
+.PHONY: install test test-records serve demo emulators stop clean
 
 install: $(BIN)/cms $(AZURITE)
 
@@ -26,6 +26,12 @@ test: install
 # CMS_TRANSFER_TEST_MONGO_URL=mongodb://host:27017 make test-records
 test-records: $(BIN)/cms
 	$(BIN)/python -m pytest -q tests/test_records.py
+
+# The REST service on 127.0.0.1:8400 (HOST=... PORT=... to change); see README, "REST service".
+HOST ?= 127.0.0.1
+PORT ?= 8400
+serve: $(BIN)/cms
+	$(BIN)/cms transfer serve --host=$(HOST) --port=$(PORT)
 
 demo: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash deploy/demo.sh

@@ -16,12 +16,14 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.11",
     packages=find_namespace_packages(include=["cloudmesh.transfer", "cloudmesh.transfer.*"]),
+    package_data={"cloudmesh.transfer.service": ["openapi.yaml"]},
     install_requires=[
         line.strip()
         for line in (here / "requirements.txt").read_text().splitlines()
         if line.strip() and not line.startswith("#")
     ],
-    extras_require={"test": ["pytest>=8", "moto[server]>=5.0"]},
+    extras_require={"test": ["pytest>=8", "moto[server]>=5.0", "mongomock>=4.1", "schemathesis>=4.0",
+                             "openapi-spec-validator>=0.7"]},
     classifiers=[
         "License :: OSI Approved :: Apache Software License",
         "Programming Language :: Python :: 3.11",

@@ -10,13 +10,14 @@ import re
 import secrets
 import threading
 import time
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 from cloudmesh.transfer import config as settings
 from cloudmesh.transfer import location
 from cloudmesh.transfer.engine import Engine, Options
-from cloudmesh.transfer.errors import NotFound, TransferError, UsageError
+from cloudmesh.transfer.errors import Conflict, IdInUse, NotFound, TransferError, UsageError
 from cloudmesh.transfer.location import Location
 from cloudmesh.transfer.planner import Item, Selection, mark_in_sync, plan
 from cloudmesh.transfer.progress import Progress
@@ -54,6 +55,17 @@ def parse_size(value) -> int:
     return int(match.group(1)) * 1024 ** " kmgt".index(match.group(2) or " ")
 
 
+@dataclass
+class Run:
+    """A recorded transfer ready for the engine: its objects, and who runs it."""
+
+    id: str
+    items: list[Item]
+    move: bool
+    owner: str
+    storages: tuple[Storage, Storage]
+
+
 class Transfer:
     """Copy, move, list and delete across configured storages, and read the transfer records.
     Setting `stop` (e.g. on Ctrl-C) cancels the transfer this object is running."""
@@ -70,6 +82,7 @@ class Transfer:
             raise UsageError("--chunksize must be at most 4000MiB (each of --parallel parts is held in memory)")
         self.retry = Retry(attempts=self.check_retries(retries) + 1)
         self.stop = threading.Event()
+        self.engine: Engine | None = None
 
     @staticmethod
     def check_retries(value) -> int:
@@ -144,11 +157,17 @@ class Transfer:
 
     def start(self, source: str, target: str, recursive: bool, id: str | None, move: bool,
               selection: Selection, progress: Progress | None = None) -> dict:
+        return self.execute(self.create(source, target, recursive, id, move, selection), progress)
+
+    def create(self, source: str, target: str, recursive: bool, id: str | None, move: bool,
+               selection: Selection) -> Run:
+        """Check everything, plan the objects and record the transfer, ready to `execute`; the
+        REST service answers between the two."""
         transfer_id = id or new_id()
         if not TRANSFER_ID.match(transfer_id):
             raise UsageError(f"--id '{transfer_id}' must be letters, digits, '.', '_' or '-' (at most 128)")
         if self.records.status(transfer_id):
-            raise UsageError(f"transfer id '{transfer_id}' is already used; choose another id")
+            raise IdInUse(f"transfer id '{transfer_id}' is already used; choose another id")
         src, dst, (source_storage, target_storage), items = self.prepare(source, target, recursive, selection)
         owner = secrets.token_hex(8)
         self.records.create(
@@ -156,32 +175,42 @@ class Transfer:
              "recursive": recursive, "route": f"{source_storage.kind}->{target_storage.kind}", "owner": owner},
             [{"path": i.path, "source_key": i.source.key, "target_key": i.target_key, "size": i.source.size,
               "etag": i.source.etag, "mtime": i.source.mtime} for i in items])
-        return self.execute(transfer_id, items, move, owner, (source_storage, target_storage), progress)
+        return Run(transfer_id, items, move, owner, (source_storage, target_storage))
 
-    def execute(self, transfer_id: str, items: list[Item], move: bool, owner: str, storages: tuple,
-                progress: Progress | None) -> dict:
-        """Run the engine over the items; a cancelled run leaves no partial upload behind. `stop`
-        is cleared first: it cancels the run under way, not the next one."""
+    def execute(self, run: Run, progress: Progress | None = None) -> dict:
+        """Run the engine over a created or reopened transfer; a cancelled run leaves no partial
+        upload behind. `stop` is cleared first: it cancels the run under way, not the next one."""
         self.stop.clear()
         progress = progress or Progress()
-        progress.start(sum(i.source.size for i in items if not i.skip), len(items))
+        progress.start(sum(i.source.size for i in run.items if not i.skip), len(run.items))
+        self.engine = Engine(*run.storages, self.records, self.options, progress, self.stop)
         try:
-            state = Engine(*storages, self.records, self.options, progress, self.stop).run(transfer_id, items, move,
-                                                                                          owner)
+            state = self.engine.run(run.id, run.items, run.move, run.owner)
         finally:
             progress.close()
         if state == "cancelled":
-            self.discard_uploads(transfer_id, storages[1])
-        return self.records.status(transfer_id)
+            self.discard_uploads(run.id, run.storages[1])
+        return self.records.status(run.id)
+
+    def interrupt(self) -> None:
+        """Stop the run under way as a crash would, but at once and tidily: nothing is aborted and
+        the record stays running until this process ends, then reads interrupted (to resume)."""
+        if self.engine:
+            self.engine.halt("interrupt")
 
     def resume(self, id: str, progress: Progress | None = None) -> dict:
         """Go on with an interrupted, failed or cancelled transfer: objects already done are kept;
         a large object's parts still at the target are reused unless its source changed since
         (size, etag or mtime), in which case it is copied afresh. An object that a killed run
         finished but did not record is found at the target (size and MD5) and not sent again."""
+        run = self.reopen(id)
+        return self.execute(run, progress) if run else self.records.status(id)
+
+    def reopen(self, id: str) -> Run | None:
+        """Take a transfer over for `resume` and plan what is left; None when it is completed."""
         status = self.status(id)
         if status["state"] == "completed":
-            return status
+            return None
         owner = secrets.token_hex(8)
         self.records.claim(id, owner)
         try:
@@ -189,7 +218,7 @@ class Transfer:
         except TransferError as e:
             self.records.finish(id, "failed", str(e), owner=owner)
             raise
-        return self.execute(id, items, not status["copy"], owner, storages, progress)
+        return Run(id, items, not status["copy"], owner, storages)
 
     def replan(self, id: str, status: dict) -> tuple[list[Item], tuple[Storage, Storage]]:
         """The objects a resumed transfer still has to settle, checked against the source as it is now."""
@@ -225,14 +254,17 @@ class Transfer:
             return {info.key: info for info in storage.list(path)}
         return {key: info for key in keys if (info := storage.stat(key))}
 
-    def cancel(self, id: str) -> dict:
-        """Stop a transfer: a running one is asked to stop (and this waits until it has, aborting
-        its open uploads); an interrupted or failed one has its partial uploads discarded."""
+    def cancel(self, id: str, wait: bool = True) -> dict:
+        """Stop a transfer: a running one is asked to stop (and with `wait` this waits until it
+        has, aborting its open uploads); an interrupted or failed one has its partial uploads
+        discarded and is cancelled at once."""
         status = self.status(id)
         if status["state"] in ("completed", "cancelled"):
-            raise UsageError(f"transfer '{id}' is already {status['state']}")
+            raise Conflict(f"transfer '{id}' is already {status['state']}")
         if status["state"] == "running":
             self.records.request_cancel(id)
+            if not wait:
+                return self.records.status(id)
             deadline = time.monotonic() + CANCEL_WAIT
             while (status := self.status(id))["state"] == "running":
                 if time.monotonic() > deadline:
@@ -252,7 +284,7 @@ class Transfer:
         then start afresh on resume. Returns the target keys cleaned."""
         status = self.status(id)
         if status["state"] == "running":
-            raise UsageError(f"transfer '{id}' is running; cancel it instead")
+            raise Conflict(f"transfer '{id}' is running; cancel it instead")
         return self.discard_uploads(id, self.storage(Location.parse(status["target"]).storage))
 
     def discard_uploads(self, id: str, target: Storage) -> list[str]:

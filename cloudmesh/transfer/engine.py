@@ -129,7 +129,8 @@ class Engine:
 
     def run(self, transfer_id: str, items: list[Item], move: bool, owner: str) -> str:
         """Transfer every item under `owner`'s lease; returns the transfer's final state: completed
-        only if every object is settled, cancelled, failed, or "lost" when another run took it over."""
+        only if every object is settled, cancelled, failed; or "lost" when another run took it
+        over, "interrupt" when told to stop as a crash would (both leave the record as it is)."""
         self.transfer_id = transfer_id
         lease = Lease(self, owner)
         lease.start()
@@ -146,8 +147,8 @@ class Engine:
             raise
         finally:
             lease.end()
-        if self.reason == "lost":
-            return "lost"
+        if self.reason in ("lost", "interrupt"):
+            return self.reason
         state = "completed" if all(outcomes) else "cancelled" if self.cancelled else "failed"
         self.records.finish(transfer_id, state, owner=owner)
         return state

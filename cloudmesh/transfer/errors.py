@@ -17,7 +17,11 @@ class ConfigError(UsageError):
     """cloudmesh.yaml or a transfer config file is missing, malformed or incomplete."""
 
 
-class IdInUse(UsageError):
+class Conflict(UsageError):
+    """The transfer is not in a state that allows this (it runs, or it has ended)."""
+
+
+class IdInUse(Conflict):
     """A transfer id was reused."""
 
 

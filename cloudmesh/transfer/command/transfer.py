@@ -104,6 +104,13 @@ def ctrl_c_cancels(api):
         signal.signal(signal.SIGINT, previous)
 
 
+def port(value: str) -> int:
+    from cloudmesh.transfer.errors import UsageError
+    if not value.isdigit() or not 1 <= int(value) <= 65535:
+        raise UsageError(f"--port must be a number from 1 to 65535, not '{value}'")
+    return int(value)
+
+
 def failure(status: dict) -> str | None:
     """The one-line reason a finished transfer failed, or None when it completed."""
     if status["state"] == "completed":
@@ -139,6 +146,7 @@ class TransferCommand(PluginCommand):
             transfer --id=ID --data=PATH [--copy=BOOL] [--output=FORMAT]
             transfer status [--id=ID] [--output=FORMAT]
             transfer statistic [--output=FORMAT]
+            transfer serve [--host=HOST] [--port=PORT]
 
           Copy, move, list and delete files and folders between AWS S3, Azure Blob Storage and
           local disk, and report on the recorded transfers.
@@ -168,6 +176,8 @@ class TransferCommand(PluginCommand):
             --output=FORMAT    table or json [default: table]
             --file=FILE        as FILE (inside the cms shell only: cms runs any command line
                                with --file= as a script)
+            --host=HOST        the address the REST service listens on [default: 127.0.0.1]
+            --port=PORT        the port the REST service listens on [default: 8400]
 
           Description:
             STORAGE is a storage name under cloudmesh.storage in cloudmesh.yaml; PATH is a file or
@@ -187,6 +197,9 @@ class TransferCommand(PluginCommand):
                                             its partial uploads; Ctrl-C does the same, twice quits
             transfer cleanup --id=ID        discards the partial uploads a stopped transfer left
                                             at the target (they cost storage until then)
+            transfer serve                  serves the REST API (OpenAPI 3.0.2) until Ctrl-C;
+                                            every request but /health needs the bearer token
+                                            in CMS_TRANSFER_TOKEN or the config directory
 
           Examples:
             cms transfer copy --source=awss3:data --target=azure:data -r
@@ -268,6 +281,9 @@ class TransferCommand(PluginCommand):
                 print(f"discarded the partial upload of {key}")
             if not cleaned:
                 print("no partial uploads")
+        elif arguments["serve"]:
+            from cloudmesh.transfer.service.app import serve
+            serve(arguments["--host"] or "127.0.0.1", port(arguments["--port"] or "8400"))
         elif arguments["config"]:
             print(yaml.safe_dump(api.configure(arguments["FILE"] or arguments["--file"]), sort_keys=False).rstrip())
         elif arguments["status"]:

@@ -1,0 +1,1 @@
+"""The REST service on the OpenAPI contract in openapi.yaml (see app.py)."""

@@ -1,0 +1,76 @@
+"""The operations of openapi.yaml (connexion maps each operationId here): thin calls into the
+Transfer API, so that a transfer started over REST and one started with `cms transfer` are the
+same thing in the records."""
+from cloudmesh.transfer import __version__
+from cloudmesh.transfer import config as settings
+from cloudmesh.transfer.api import Transfer
+from cloudmesh.transfer.errors import NotFound, UsageError
+from cloudmesh.transfer.planner import Selection
+from cloudmesh.transfer.service import app
+
+READER = None  # one Transfer for reading the records, opened on first use
+
+
+def reader() -> Transfer:
+    global READER
+    if READER is None:
+        READER = Transfer()
+    return READER
+
+
+def answer(body, status: int = 200, transfer_id: str | None = None):
+    """A JSON answer (the operations also declare problem+json, so the type is named), with the
+    transfer's URL as its Location where there is one to poll."""
+    headers = {"Content-Type": "application/json"}
+    if transfer_id:
+        headers["Location"] = f"/transfers/{transfer_id}"
+    return body, status, headers
+
+
+def health():
+    return answer({"status": "ok", "version": __version__})
+
+
+def create_transfer(body: dict):
+    api = Transfer(parallel=body.get("parallel", 8), chunksize=body.get("chunksize", "8MiB"),
+                   retries=body.get("retries", 4))
+    selection = Selection(body.get("include", []), body.get("exclude", []), body.get("sync"))
+
+    def prepare():
+        try:
+            return api.create(body["source"], body["target"], body.get("recursive", False), body.get("id"),
+                              body.get("move", False), selection)
+        except NotFound as e:  # a source that does not exist is bad input here, not an unknown transfer
+            raise UsageError(str(e)) from None
+
+    run = app.SERVICE.launch(api, prepare)
+    return answer(reader().status(run.id), 202, run.id)
+
+
+def list_transfers(state: str | None = None, limit: int = 50, offset: int = 0):
+    records = reader().records
+    return answer({"items": records.transfers(state, limit, offset), "total": records.count(state),
+                   "limit": limit, "offset": offset})
+
+
+def get_transfer(id: str):
+    return answer(reader().status(id))
+
+
+def cancel_transfer(id: str):
+    running = reader().status(id)["state"] == "running"
+    return answer(Transfer().cancel(id, wait=False), 202 if running else 200)
+
+
+def resume_transfer(id: str):
+    api = Transfer()
+    run = app.SERVICE.launch(api, lambda: api.reopen(id))
+    return answer(reader().status(id), 202, id) if run else answer(reader().status(id))
+
+
+def statistics():
+    return answer(reader().statistic())
+
+
+def storages():
+    return answer([{"name": name, "kind": storage.kind} for name, storage in settings.load_storages().items()])
