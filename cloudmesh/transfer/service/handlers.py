@@ -1,6 +1,8 @@
 """The operations of openapi.yaml (connexion maps each operationId here): thin calls into the
 Transfer API, so that a transfer started over REST and one started with `cms transfer` are the
 same thing in the records."""
+import threading
+
 from cloudmesh.transfer import __version__
 from cloudmesh.transfer import config as settings
 from cloudmesh.transfer.api import Transfer
@@ -8,14 +10,22 @@ from cloudmesh.transfer.errors import NotFound, UsageError
 from cloudmesh.transfer.planner import Selection
 from cloudmesh.transfer.service import app
 
-READER = None  # one Transfer for reading the records, opened on first use
+READER = None  # one Transfer for reading the records, opened on first use; its store is shared
+OPENING = threading.Lock()
 
 
 def reader() -> Transfer:
     global READER
-    if READER is None:
-        READER = Transfer()
+    with OPENING:
+        if READER is None:
+            READER = Transfer()
     return READER
+
+
+def transfer(**options) -> Transfer:
+    """A Transfer for one request or run, on the service's one record store (a connection, or a
+    MongoDB client with its threads, per request would pile up)."""
+    return Transfer(records=reader().records, **options)
 
 
 def answer(body, status: int = 200, transfer_id: str | None = None):
@@ -32,7 +42,7 @@ def health():
 
 
 def create_transfer(body: dict):
-    api = Transfer(parallel=body.get("parallel", 8), chunksize=body.get("chunksize", "8MiB"),
+    api = transfer(parallel=body.get("parallel", 8), chunksize=body.get("chunksize", "8MiB"),
                    retries=body.get("retries", 4))
     selection = Selection(body.get("include", []), body.get("exclude", []), body.get("sync"))
 
@@ -59,11 +69,11 @@ def get_transfer(id: str):
 
 def cancel_transfer(id: str):
     running = reader().status(id)["state"] == "running"
-    return answer(Transfer().cancel(id, wait=False), 202 if running else 200)
+    return answer(transfer().cancel(id, wait=False), 202 if running else 200)
 
 
 def resume_transfer(id: str):
-    api = Transfer()
+    api = transfer()
     run = app.SERVICE.launch(api, lambda: api.reopen(id))
     return answer(reader().status(id), 202, id) if run else answer(reader().status(id))
 
