@@ -11,7 +11,7 @@ import os
 import pytest
 
 from cloudmesh.transfer.config import load_storages
-from cloudmesh.transfer.errors import ConfigError, NotFound, UsageError
+from cloudmesh.transfer.errors import ConfigError, NotFound, TransferError, UsageError
 from cloudmesh.transfer.providers import ObjectInfo, open_storage
 
 CHUNK = 64 * 1024
@@ -378,6 +378,18 @@ def test_an_s3_upload_completed_by_a_run_that_died_before_recording_it_is_recogn
 
     other = {**recorded, 2: hashlib.md5(b"other bytes").hexdigest()}
     assert storage.resume_upload(key, shaped(first + last), upload.token, other) is None
+
+
+@pytest.mark.parametrize("kind", ["awss3", "azure"])
+def test_reading_on_after_the_object_changed_is_refused_by_its_etag(env, kind):
+    """A broken download goes on pinned to the ETag it began with; another version is an error
+    that says so, never a mix of two versions."""
+    storage, key = build(env, kind), f"{env.prefix}/changing.bin"
+    put(storage, key, b"first version")
+    etag = storage.stat(key).etag
+    put(storage, key, b"second version")
+    with pytest.raises(TransferError, match="changed while it was being read"):
+        storage.get(key, 3, None, etag if etag.startswith('"') else f'"{etag}"')
 
 
 def test_discarding_azure_blocks_beside_an_existing_blob_keeps_the_blob(env):

@@ -733,3 +733,77 @@ def test_heartbeat_says_cancel_after_a_cancel_request_and_lost_after_another_cla
     assert records.heartbeat("t1", "second") == "run"  # the claim cleared the cancel request
     records.finish("t1", "completed", owner="second")
     assert records.heartbeat("t1", "second") == "lost"
+
+
+# found in review: resume of single files, vanished sources, stop during planning, cancel keeping errors
+
+
+@pytest.mark.parametrize("verb", ["copy", "move"])
+def test_resume_of_a_recursive_transfer_of_one_file_finds_the_file(env, verb):
+    """`-r` on a single file plans it by a lookup, not a listing; resume must look it up the same way
+    (a move recorded as copied must still delete its source)."""
+    p = env.prefix
+    env.put("local", f"{p}/one.bin", b"1" * 1000)
+    assert env.transfer(verb, f"--source=local:{p}/one.bin", f"--target=awss3:{p}/dst/", "-r", f"--id={p}").returncode == 0
+    store = SQLiteRecords(env.config_dir / "transfer.db")
+    try:
+        store.update_object(p, "one.bin", state="copied" if verb == "move" else "pending")
+        store.finish(p, "failed", "made unsettled by the test")
+    finally:
+        store.close()
+    if verb == "move":
+        env.put("local", f"{p}/one.bin", b"1" * 1000)  # as if killed between the copy and the delete
+    result = env.transfer("resume", f"--id={p}", "--output=json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["state"] == "completed"
+    assert env.get("awss3", f"{p}/dst/one.bin") == b"1" * 1000
+    assert (env.local / p / "one.bin").exists() == (verb == "copy")
+
+
+def test_a_resume_that_finds_a_source_gone_ends_failed(env):
+    p = env.prefix
+    for name in ("a.txt", "b.txt"):
+        env.put("local", f"{p}/src/{name}", name.encode())
+    assert env.transfer("copy", f"--source=local:{p}/src", f"--target=awss3:{p}/dst", "-r", f"--id={p}").returncode == 0
+    store = SQLiteRecords(env.config_dir / "transfer.db")
+    try:
+        store.update_object(p, "b.txt", state="pending")
+        store.finish(p, "failed", "made unsettled by the test")
+    finally:
+        store.close()
+    (env.local / p / "src" / "b.txt").unlink()
+    result = env.transfer("resume", f"--id={p}")
+    assert "the source no longer exists" in only_error(result) and result.returncode == 1
+    assert status(env, p)["state"] == "failed"
+
+
+def test_a_stop_set_while_a_transfer_is_planned_cancels_it(env, monkeypatch):
+    """Ctrl-C sets Transfer.stop; pressed while the objects are still being planned, it must cancel
+    the transfer before any object is sent, not be forgotten."""
+    from cloudmesh.transfer import Transfer
+    from cloudmesh.transfer.planner import Selection
+    monkeypatch.setenv("CLOUDMESH_CONFIG_DIR", str(env.config_dir))
+    env.put("local", f"{env.prefix}/src/a.txt", b"a")
+    api = Transfer()
+    api.stop.clear()
+    run = api.create(f"local:{env.prefix}/src", f"awss3:{env.prefix}/dst", True, env.prefix, False, Selection())
+    api.stop.set()
+    assert api.execute(run)["state"] == "cancelled"
+    assert env.tree("awss3", f"{env.prefix}/dst") == {}
+
+
+def test_cancelling_a_failed_transfer_keeps_its_errors(env):
+    p = env.prefix
+    env.put("awss3", f"{p}/src/ok.txt", b"ok")
+    env.put("awss3", f"{p}/src/x/../../escape", b"no")
+    assert env.transfer("copy", f"--source=awss3:{p}/src", f"--target=local:{p}/dst", "-r", f"--id={p}").returncode == 1
+    assert env.transfer("cancel", f"--id={p}").returncode == 0
+    record = status(env, p)
+    assert record["state"] == "cancelled" and record["objects_failed"] == 1
+    assert record["errors"][0]["path"] == "x/../../escape"
+
+
+def test_the_azure_sdk_waits_between_retries_are_capped_like_ours():
+    from cloudmesh.transfer.providers.azureblob import CappedRetry
+    policy = CappedRetry(Retry(attempts=21, base=0.5, cap=8.0))
+    assert max(policy.get_backoff_time({"count": count}) for count in range(1, 21) for _ in range(20)) <= 8.0

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from cloudmesh.transfer import config as settings
 from cloudmesh.transfer import location
-from cloudmesh.transfer.engine import Engine, Options
+from cloudmesh.transfer.engine import Engine, Lease, Options, one_line
 from cloudmesh.transfer.errors import Conflict, IdInUse, NotFound, TransferError, UsageError
 from cloudmesh.transfer.location import Location
 from cloudmesh.transfer.planner import Item, Selection, mark_in_sync, plan
@@ -57,13 +57,15 @@ def parse_size(value) -> int:
 
 @dataclass
 class Run:
-    """A recorded transfer ready for the engine: its objects, and who runs it."""
+    """A recorded transfer ready for the engine: its objects, who runs it, and that owner's lease
+    (held from the moment the transfer is recorded or claimed)."""
 
     id: str
     items: list[Item]
     move: bool
     owner: str
     storages: tuple[Storage, Storage]
+    lease: Lease
 
 
 class Transfer:
@@ -157,6 +159,9 @@ class Transfer:
 
     def start(self, source: str, target: str, recursive: bool, id: str | None, move: bool,
               selection: Selection, progress: Progress | None = None) -> dict:
+        """Create and run a transfer. `stop` is cleared first: it cancels the transfer under way
+        (also while it is being planned), not a later one."""
+        self.stop.clear()
         return self.execute(self.create(source, target, recursive, id, move, selection), progress)
 
     def create(self, source: str, target: str, recursive: bool, id: str | None, move: bool,
@@ -175,21 +180,35 @@ class Transfer:
              "recursive": recursive, "route": f"{source_storage.kind}->{target_storage.kind}", "owner": owner},
             [{"path": i.path, "source_key": i.source.key, "target_key": i.target_key, "size": i.source.size,
               "etag": i.source.etag, "mtime": i.source.mtime} for i in items])
-        return Run(transfer_id, items, move, owner, (source_storage, target_storage))
+        return Run(transfer_id, items, move, owner, (source_storage, target_storage), self.hold(transfer_id, owner))
+
+    def hold(self, transfer_id: str, owner: str) -> Lease:
+        lease = Lease(self.records, transfer_id, owner)
+        lease.start()
+        return lease
 
     def execute(self, run: Run, progress: Progress | None = None) -> dict:
-        """Run the engine over a created or reopened transfer; a cancelled run leaves no partial
-        upload behind. `stop` is cleared first: it cancels the run under way, not the next one."""
-        self.stop.clear()
+        """Run the engine over a created or reopened transfer and record how it ended; a cancelled
+        run leaves no partial upload behind."""
         progress = progress or Progress()
         progress.start(sum(i.source.size for i in run.items if not i.skip), len(run.items))
         self.engine = Engine(*run.storages, self.records, self.options, progress, self.stop)
         try:
-            state = self.engine.run(run.id, run.items, run.move, run.owner)
+            try:
+                state = self.engine.run(run.id, run.items, run.move, run.lease)
+            except BaseException:
+                self.records.finish(run.id, "failed", "interrupted", owner=run.owner)
+                raise
+            finally:
+                progress.close()
+            if state == "cancelled":
+                self.discard_uploads(run.id, run.storages[1])
+            elif state == "completed" and self.records.status(run.id)["objects_failed"]:
+                state = "failed"  # objects that resume found without a source
+            if state not in ("lost", "interrupt"):
+                self.records.finish(run.id, state, owner=run.owner)
         finally:
-            progress.close()
-        if state == "cancelled":
-            self.discard_uploads(run.id, run.storages[1])
+            run.lease.end()
         return self.records.status(run.id)
 
     def interrupt(self) -> None:
@@ -203,6 +222,7 @@ class Transfer:
         a large object's parts still at the target are reused unless its source changed since
         (size, etag or mtime), in which case it is copied afresh. An object that a killed run
         finished but did not record is found at the target (size and MD5) and not sent again."""
+        self.stop.clear()
         run = self.reopen(id)
         return self.execute(run, progress) if run else self.records.status(id)
 
@@ -213,12 +233,15 @@ class Transfer:
             return None
         owner = secrets.token_hex(8)
         self.records.claim(id, owner)
+        lease = self.hold(id, owner)
         try:
             items, storages = self.replan(id, status)
-        except TransferError as e:
-            self.records.finish(id, "failed", str(e), owner=owner)
+        except BaseException as e:
+            lease.end()
+            self.records.finish(id, "failed", one_line(e) if isinstance(e, TransferError) else "interrupted",
+                                owner=owner)
             raise
-        return Run(id, items, not status["copy"], owner, storages)
+        return Run(id, items, not status["copy"], owner, storages, lease)
 
     def replan(self, id: str, status: dict) -> tuple[list[Item], tuple[Storage, Storage]]:
         """The objects a resumed transfer still has to settle, checked against the source as it is now."""
@@ -249,10 +272,10 @@ class Transfer:
 
     @staticmethod
     def current(storage: Storage, path: str, recursive: bool, keys: list[str]) -> dict:
-        """The source objects as they are now, by key: listed for a folder, else looked up."""
-        if recursive:
-            return {info.key: info for info in storage.list(path)}
-        return {key: info for key in keys if (info := storage.stat(key))}
+        """The source objects as they are now, by key: listed for a folder, and looked up one by
+        one where the listing has not got them (a single file, even with -r)."""
+        now = {info.key: info for info in storage.list(path)} if recursive else {}
+        return {**now, **{key: info for key in keys if key not in now and (info := storage.stat(key))}}
 
     def cancel(self, id: str, wait: bool = True) -> dict:
         """Stop a transfer: a running one is asked to stop (and with `wait` this waits until it
@@ -273,9 +296,13 @@ class Transfer:
             if status["state"] != "interrupted":
                 return status
         owner = secrets.token_hex(8)
-        self.records.claim(id, owner)
-        self.discard_uploads(id, self.storage(Location.parse(status["target"]).storage))
-        self.records.finish(id, "cancelled", owner=owner)
+        self.records.claim(id, owner, reset=False)
+        lease = self.hold(id, owner)
+        try:
+            self.discard_uploads(id, self.storage(Location.parse(status["target"]).storage))
+        finally:
+            lease.end()
+            self.records.finish(id, "cancelled", owner=owner)
         return self.records.status(id)
 
     def cleanup(self, id: str) -> list[str]:
@@ -285,7 +312,16 @@ class Transfer:
         status = self.status(id)
         if status["state"] == "running":
             raise Conflict(f"transfer '{id}' is running; cancel it instead")
-        return self.discard_uploads(id, self.storage(Location.parse(status["target"]).storage))
+        owner = secrets.token_hex(8)
+        self.records.claim(id, owner, reset=False)
+        lease = self.hold(id, owner)
+        try:
+            return self.discard_uploads(id, self.storage(Location.parse(status["target"]).storage))
+        finally:
+            lease.end()
+            ended = "failed" if status["state"] == "interrupted" else status["state"]
+            self.records.finish(id, ended, "interrupted" if ended != status["state"] else status["message"],
+                                owner=owner)
 
     def discard_uploads(self, id: str, target: Storage) -> list[str]:
         cleaned = []

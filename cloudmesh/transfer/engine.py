@@ -68,21 +68,35 @@ class Stopped(Exception):
 
 
 class Lease(threading.Thread):
-    """Renews the run's lease every HEARTBEAT seconds, and stops the engine when the transfer is
-    cancelled or claimed by another process."""
+    """Renews an owner's hold on a transfer every HEARTBEAT seconds, from the moment it is taken
+    (before planning, which can be long) until it is given up; a cancel request or a takeover
+    by another process ("cancel", "lost") is passed on to the engine once one listens."""
 
-    def __init__(self, engine: "Engine", owner: str):
-        super().__init__(name="lease", daemon=True)
-        self.engine, self.owner, self.done = engine, owner, threading.Event()
+    def __init__(self, records: Records, transfer_id: str, owner: str):
+        super().__init__(name=f"lease {transfer_id}", daemon=True)
+        self.records, self.transfer_id, self.owner = records, transfer_id, owner
+        self.done, self.lock = threading.Event(), threading.Lock()
+        self.answer: str | None = None
+        self.listener = None
 
     def run(self) -> None:
         while not self.done.wait(HEARTBEAT):
             try:
-                answer = self.engine.records.heartbeat(self.engine.transfer_id, self.owner)
+                answer = self.records.heartbeat(self.transfer_id, self.owner)
             except Exception:
                 continue  # a busy or locked store: the next beat tries again
             if answer != "run":
-                self.engine.halt(answer)
+                with self.lock:
+                    self.answer, listener = self.answer or answer, self.listener
+                if listener:
+                    listener(answer)
+
+    def listen(self, listener) -> None:
+        """Call `listener(answer)` on a cancel or takeover, at once if one came already."""
+        with self.lock:
+            self.listener, answer = listener, self.answer
+        if answer:
+            listener(answer)
 
     def end(self) -> None:
         self.done.set()
@@ -127,31 +141,22 @@ class Engine:
     def cancelled(self) -> bool:
         return self.stop.is_set() and self.reason in (None, "cancel")
 
-    def run(self, transfer_id: str, items: list[Item], move: bool, owner: str) -> str:
-        """Transfer every item under `owner`'s lease; returns the transfer's final state: completed
-        only if every object is settled, cancelled, failed; or "lost" when another run took it
-        over, "interrupt" when told to stop as a crash would (both leave the record as it is)."""
+    def run(self, transfer_id: str, items: list[Item], move: bool, lease: Lease) -> str:
+        """Transfer every item under the lease; returns how the run ended (the caller records it):
+        completed only if every object is settled, cancelled, failed; or "lost" when another run
+        took the transfer over, "interrupt" when told to stop as a crash would."""
         self.transfer_id = transfer_id
-        lease = Lease(self, owner)
-        lease.start()
-        try:
-            with ThreadPoolExecutor(self.options.parallel, thread_name_prefix="part") as self.part_pool, \
-                    ThreadPoolExecutor(self.options.objects, thread_name_prefix="object") as objects:
-                try:
-                    outcomes = list(objects.map(lambda item: self.transfer(item, move), items))
-                except BaseException:
-                    self.halt("interrupt")
-                    raise
-        except BaseException:
-            self.records.finish(transfer_id, "failed", "interrupted", owner=owner)
-            raise
-        finally:
-            lease.end()
+        lease.listen(self.halt)
+        with ThreadPoolExecutor(self.options.parallel, thread_name_prefix="part") as self.part_pool, \
+                ThreadPoolExecutor(self.options.objects, thread_name_prefix="object") as objects:
+            try:
+                outcomes = list(objects.map(lambda item: self.transfer(item, move), items))
+            except BaseException:
+                self.halt("interrupt")
+                raise
         if self.reason in ("lost", "interrupt"):
             return self.reason
-        state = "completed" if all(outcomes) else "cancelled" if self.cancelled else "failed"
-        self.records.finish(transfer_id, state, owner=owner)
-        return state
+        return "completed" if all(outcomes) else "cancelled" if self.cancelled else "failed"
 
     def transfer(self, item: Item, move: bool) -> bool | None:
         """Copy (unless already in sync, or copied by an earlier run) and for a move then delete one
@@ -285,8 +290,12 @@ class Engine:
                     self.slots.release()
             wait(pending)
             if isinstance(e, IntegrityError) or self.cancelled or not upload.keeps_parts:
-                upload.abort()
-                self.records.update_object(self.transfer_id, item.path, upload=None)
+                try:
+                    upload.abort()
+                except (TransferError, OSError):
+                    pass  # its token stays recorded, for `cleanup`
+                else:
+                    self.records.update_object(self.transfer_id, item.path, upload=None)
             raise
         return digest
 

@@ -88,9 +88,7 @@ class S3Upload(Upload):
             raise IntegrityError(f"S3 assembled '{self.storage.name}:{self.key}' from other parts than were sent")
 
     def abort(self) -> None:
-        with contextlib.suppress(ClientError, BotoCoreError):
-            self.storage.client.abort_multipart_upload(
-                Bucket=self.storage.bucket, Key=self.key, UploadId=self.upload_id)
+        self.storage.discard_upload(self.key, self.upload_id)
 
 
 class S3Storage(Storage, SignedURLs, ServerCopy, Resumable):
@@ -194,7 +192,8 @@ class S3Storage(Storage, SignedURLs, ServerCopy, Resumable):
                 self.client.complete_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload.upload_id,
                                                       MultipartUpload={"Parts": etags})
         except BaseException:
-            upload.abort()
+            with contextlib.suppress(TransferError):
+                upload.abort()
             raise
         return "server-copy"
 
@@ -228,7 +227,7 @@ class S3Storage(Storage, SignedURLs, ServerCopy, Resumable):
         headers = {**http.byte_range(offset, length), **({"If-Match": etag} if etag else {})}
         response = http.send("GET", url, headers=headers, stream=True, retry=self.retry)
         if response.status not in (200, 206):
-            response.read()
+            response.data  # read the error body, which names the error, before it is parsed
             self.http_error(response, key)
         return response
 

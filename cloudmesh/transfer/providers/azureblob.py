@@ -6,6 +6,7 @@ only when the block list is committed, with the whole object's MD5 set as its Co
 import base64
 import contextlib
 import os
+import random
 import re
 import secrets
 import time
@@ -78,6 +79,18 @@ class AzureUpload(Upload):
         self.storage.discard_upload(self.key, self.token)
 
 
+class CappedRetry(ExponentialRetry):
+    """The SDK's retry policy with this package's waits: exponential with full jitter, capped,
+    instead of initial + 2**n seconds without a bound."""
+
+    def __init__(self, retry: Retry):
+        super().__init__(retry_total=retry.attempts - 1)
+        self.retry = retry
+
+    def get_backoff_time(self, settings) -> float:
+        return random.uniform(0, min(self.retry.cap, self.retry.base * 2 ** max(settings["count"] - 1, 0)))
+
+
 class AzureStorage(Storage, SignedURLs, ServerCopy, Resumable):
     kind = "azureblob"
     min_part_size = 1
@@ -97,8 +110,7 @@ class AzureStorage(Storage, SignedURLs, ServerCopy, Resumable):
         connection_string = config.settings.get("connection_string")
         if not connection_string and not config.settings.get("account_key"):
             connection_string = os.environ.get("AZURE_STORAGE_CONNECTION_STRING")
-        policy = ExponentialRetry(initial_backoff=retry.base, increment_base=2, retry_total=retry.attempts - 1,
-                                  random_jitter_range=1)
+        policy = CappedRetry(retry)
         if connection_string:
             try:
                 service = BlobServiceClient.from_connection_string(connection_string, retry_policy=policy)
@@ -278,7 +290,7 @@ class AzureStorage(Storage, SignedURLs, ServerCopy, Resumable):
         headers = {**VERSION, **http.byte_range(offset, length), **({"If-Match": etag} if etag else {})}
         response = http.send("GET", self.url(key), headers=headers, stream=True, retry=self.retry)
         if response.status not in (200, 206):
-            response.read()
+            response.data  # read the error body, which names the error, before it is parsed
             self.http_error(response, key)
         return response
 

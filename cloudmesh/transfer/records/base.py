@@ -116,9 +116,10 @@ class Records(ABC):
         """The MD5s (hex) of the parts recorded for the object's upload, by part number."""
 
     @abstractmethod
-    def claim(self, transfer_id: str, owner: str) -> None:
-        """Make `owner` run a transfer again (resume): atomically, and only if no live owner runs it;
-        its unsettled objects become pending. NotFound for an unknown id, UsageError when it runs."""
+    def claim(self, transfer_id: str, owner: str, reset: bool = True) -> None:
+        """Make `owner` hold a transfer (to resume, cancel or clean it up): atomically, and only if
+        no live owner runs it; with `reset` its unsettled objects become pending (their errors are
+        kept otherwise). NotFound for an unknown id, Conflict while it runs."""
 
     @abstractmethod
     def heartbeat(self, transfer_id: str, owner: str) -> str:

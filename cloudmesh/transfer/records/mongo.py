@@ -188,7 +188,7 @@ class MongoRecords(Records):
             {"transfer_id": transfer_id, "path": path, "upload": upload}, {"number": 1, "md5": 1, "_id": 0})}
 
     @guarded
-    def claim(self, transfer_id: str, owner: str) -> None:
+    def claim(self, transfer_id: str, owner: str, reset: bool = True) -> None:
         """Compare-and-swap: the update only matches while state, owner and heartbeat are what was
         read and judged, so of two claimers one wins and the other re-reads a live owner."""
         for _ in range(CLAIM_TRIES):
@@ -203,6 +203,8 @@ class MongoRecords(Records):
             taken = self.transfers_.update_one(seen, {"$set": {
                 "state": "running", "finished": None, "message": None, "cancel": 0, "host": socket.gethostname(),
                 "pid": os.getpid(), "owner": owner, "heartbeat": time.time()}})
+            if taken.matched_count and not reset:
+                return
             if taken.matched_count:
                 self.objects_.update_many({"transfer_id": transfer_id, "state": {"$in": ["pending", "failed"]}},
                                           {"$set": {"state": "pending", "bytes_done": 0, "message": None}})

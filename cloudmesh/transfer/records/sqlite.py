@@ -137,7 +137,7 @@ class SQLiteRecords(Records):
             return dict(self.db.execute("SELECT number, md5 FROM parts WHERE transfer_id = ? AND path = ? AND upload = ?",
                                         (transfer_id, path, upload)).fetchall())
 
-    def claim(self, transfer_id: str, owner: str) -> None:
+    def claim(self, transfer_id: str, owner: str, reset: bool = True) -> None:
         with self.transaction() as db:
             row = db.execute("SELECT * FROM transfers WHERE id = ?", (transfer_id,)).fetchone()
             if row is None:
@@ -148,8 +148,9 @@ class SQLiteRecords(Records):
             db.execute("UPDATE transfers SET state = 'running', finished = NULL, message = NULL, cancel = 0,"
                        " host = ?, pid = ?, owner = ?, heartbeat = ? WHERE id = ?",
                        (socket.gethostname(), os.getpid(), owner, time.time(), transfer_id))
-            db.execute("UPDATE objects SET state = 'pending', bytes_done = 0, message = NULL"
-                       " WHERE transfer_id = ? AND state IN ('pending', 'failed')", (transfer_id,))
+            if reset:
+                db.execute("UPDATE objects SET state = 'pending', bytes_done = 0, message = NULL"
+                           " WHERE transfer_id = ? AND state IN ('pending', 'failed')", (transfer_id,))
 
     def heartbeat(self, transfer_id: str, owner: str) -> str:
         with self.transaction() as db:

@@ -73,7 +73,8 @@ class Service:
             print(f"transfer '{run.id}' stopped: {e.__class__.__name__}", file=sys.stderr)
         finally:
             with self.lock:
-                self.running.pop(run.id, None)
+                if self.running.get(run.id, (None, None))[1] is threading.current_thread():
+                    del self.running[run.id]
             self.slots.release()
 
     def shutdown(self) -> None:
@@ -113,36 +114,17 @@ def problem_for(request, error: Exception):
 
 
 class BodyLimit:
-    """ASGI middleware: refuse request bodies over `limit` bytes with 413, by their Content-Length
-    or, for chunked bodies, as they arrive."""
+    """ASGI middleware: refuse a request whose Content-Length is over `limit` bytes with 413
+    before its body is read (connexion refuses chunked bodies, which carry none, with 400)."""
 
     def __init__(self, app, limit: int = MAX_BODY):
         self.app, self.limit = app, limit
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        length = dict(scope.get("headers") or []).get(b"content-length")
+        length = dict(scope.get("headers") or []).get(b"content-length") if scope["type"] == "http" else None
         if length is not None and (not length.isdigit() or int(length) > self.limit):
             return await too_large(send, self.limit)
-        seen = 0
-
-        async def limited():
-            nonlocal seen
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.limit:
-                raise TooLarge
-            return message
-
-        try:
-            return await self.app(scope, limited, send)
-        except TooLarge:
-            return await too_large(send, self.limit)
-
-
-class TooLarge(Exception):
-    pass
+        return await self.app(scope, receive, send)
 
 
 async def too_large(send, limit: int) -> None:
@@ -182,7 +164,7 @@ def is_loopback(host: str) -> bool:
 def service_token(host: str) -> tuple[str, str]:
     """The bearer token and where it comes from: $CMS_TRANSFER_TOKEN, else the token file in the
     config directory, else (only on a loopback address) a new one written there with mode 0600."""
-    if os.environ.get(TOKEN_VARIABLE):
+    if os.environ.get(TOKEN_VARIABLE, "").strip():
         return os.environ[TOKEN_VARIABLE].strip(), f"${TOKEN_VARIABLE}"
     path = config_dir() / TOKEN_FILE
     if path.exists():
