@@ -209,3 +209,25 @@ def test_progress_shows_on_a_terminal_and_not_when_piped(env):
     os.close(primary)
     assert run.returncode == 0
     assert "1/1 objects: 100%" in run.stderr.decode() and "B/s" in run.stderr.decode()
+
+
+def test_a_move_keeps_a_source_that_changed_after_it_was_read(env, monkeypatch):
+    """The source is overwritten between its copy and its delete: the new version is not deleted
+    (it was never copied); the object fails with the reason, and nothing is lost."""
+    from cloudmesh.transfer import Transfer
+    from cloudmesh.transfer.engine import Engine
+    monkeypatch.setenv("CLOUDMESH_CONFIG_DIR", str(env.config_dir))
+    p = env.prefix
+    env.put("awss3", f"{p}/src/doc.txt", b"version one")
+    copy = Engine.copy
+
+    def copy_then_overwrite(engine, item):
+        result = copy(engine, item)
+        env.put("awss3", f"{p}/src/doc.txt", b"version two")
+        return result
+
+    monkeypatch.setattr(Engine, "copy", copy_then_overwrite)
+    status = Transfer().move(f"awss3:{p}/src", f"azure:{p}/dst", recursive=True, id=p)
+    assert status["state"] == "failed" and "source changed since it was read" in status["errors"][0]["message"]
+    assert env.get("awss3", f"{p}/src/doc.txt") == b"version two"
+    assert env.get("azure", f"{p}/dst/doc.txt") == b"version one"

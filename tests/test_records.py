@@ -876,3 +876,15 @@ def test_choosing_sqlite_does_not_import_pymongo(tmp_path):
                             env=dict(env, CLOUDMESH_CONFIG_DIR=str(tmp_path)))
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"
+
+
+def test_the_parts_of_an_object_are_forgotten_once_it_is_done(records):
+    """Part MD5s only serve a resume; a settled object keeps none, so the store does not grow with
+    every part ever sent."""
+    records.create(transfer("t1"), objects(10, 20))
+    records.part_done("t1", "f0", "u0", 1, "aa", 5)
+    records.part_done("t1", "f1", "u1", 1, "bb", 5)
+    records.update_object("t1", "f0", state="done", bytes_done=10)
+    records.update_object("t1", "f1", state="failed", message="x")
+    assert records.parts("t1", "f0", "u0") == {}
+    assert records.parts("t1", "f1", "u1") == {1: "bb"}

@@ -184,7 +184,10 @@ class Engine:
             self.records.update_object(self.transfer_id, item.path, state="copied", md5=md5, method=method,
                                        bytes_done=size, upload=None)
             try:
-                self.source.delete(item.source.key)
+                if self.changed(item.source):
+                    message = "copied and verified, but the source changed since it was read, so it was kept"
+                else:
+                    self.source.delete(item.source.key)
             except NotFound:
                 pass
             except (TransferError, OSError) as e:
@@ -194,6 +197,16 @@ class Engine:
                                    message=message, bytes_done=size, upload=None)
         self.progress.update(0, 1)
         return message is None
+
+    def changed(self, read: ObjectInfo) -> bool:
+        """Whether the source object is no longer the version that was read (by its ETag where it
+        has one, else size and time), so that a move never deletes bytes it did not copy."""
+        now = self.source.stat(read.key)
+        if now is None:
+            return False
+        if now.etag and read.etag:  # listings and lookups may quote an ETag differently
+            return now.etag.strip('"') != read.etag.strip('"')
+        return (now.size, now.mtime) != (read.size, read.mtime)
 
     def copy(self, item: Item) -> tuple[str | None, str]:
         """Copy one object inside the clouds where the target can, else stream it through bounded

@@ -231,6 +231,8 @@ class MongoRecords(Records):
             raise ValueError(f"unknown object fields {sorted(unknown)}")
         if fields:
             self.objects_.update_one({"transfer_id": transfer_id, "path": path}, {"$set": fields})
+        if fields.get("state") in ("done", "skipped"):
+            self.parts_.delete_many({"transfer_id": transfer_id, "path": path})
 
     @guarded
     def finish(self, transfer_id: str, state: str, message: str | None = None, owner: str | None = None) -> None:

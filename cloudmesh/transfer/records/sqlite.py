@@ -170,8 +170,11 @@ class SQLiteRecords(Records):
         if not fields:
             return
         assignments = ", ".join(f"{name} = ?" for name in fields)
-        self.write(f"UPDATE objects SET {assignments} WHERE transfer_id = ? AND path = ?",
-                   (*fields.values(), transfer_id, path))
+        with self.transaction() as db:
+            db.execute(f"UPDATE objects SET {assignments} WHERE transfer_id = ? AND path = ?",
+                       (*fields.values(), transfer_id, path))
+            if fields.get("state") in ("done", "skipped"):
+                db.execute("DELETE FROM parts WHERE transfer_id = ? AND path = ?", (transfer_id, path))
 
     def finish(self, transfer_id: str, state: str, message: str | None = None, owner: str | None = None) -> None:
         self.write("UPDATE transfers SET state = ?, finished = ?, message = ?, cancel = 0"
