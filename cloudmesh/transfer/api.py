@@ -312,6 +312,8 @@ class Transfer:
         status = self.status(id)
         if status["state"] == "running":
             raise Conflict(f"transfer '{id}' is running; cancel it instead")
+        if not status["uploads_open"]:
+            return []
         owner = secrets.token_hex(8)
         self.records.claim(id, owner, reset=False)
         lease = self.hold(id, owner)
