@@ -38,6 +38,12 @@ def block_id(tag: str, number: int) -> str:
     return f"{tag}-{number:08d}"
 
 
+def code_of(error: Exception) -> str | None:
+    """The service's error code of an SDK error (an enum or a string), where it has one."""
+    code = getattr(error, "error_code", None)
+    return getattr(code, "value", code)
+
+
 def new_tag() -> str:
     return secrets.token_hex(5)
 
@@ -84,7 +90,8 @@ class CappedRetry(ExponentialRetry):
     instead of initial + 2**n seconds without a bound."""
 
     def __init__(self, retry: Retry):
-        super().__init__(retry_total=retry.attempts - 1)
+        tries = retry.attempts - 1
+        super().__init__(retry_total=tries, retry_connect=tries, retry_read=tries, retry_status=tries)
         self.retry = retry
 
     def get_backoff_time(self, settings) -> float:
@@ -134,8 +141,7 @@ class AzureStorage(Storage, SignedURLs, ServerCopy, Resumable):
         try:
             yield
         except (ClientAuthenticationError, HttpResponseError) as e:
-            error_code = getattr(e, "error_code", None)
-            code = getattr(error_code, "value", error_code) or str(getattr(e, "status_code", "") or e.__class__.__name__)
+            code = code_of(e) or str(getattr(e, "status_code", "") or e.__class__.__name__)
             status = 403 if isinstance(e, ClientAuthenticationError) else e.status_code
             raise self.error_for(code, status, key, str(e.message or "")) from None
         except AzureError as e:
@@ -171,8 +177,8 @@ class AzureStorage(Storage, SignedURLs, ServerCopy, Resumable):
             return "server-copy"
         try:
             ids = self.stage_from_url(blob, url, info.size, part_size)
-        except HttpResponseError as e:
-            if e.status_code == 501 or getattr(e.error_code, "value", e.error_code) in NOT_IMPLEMENTED:
+        except AzureError as e:
+            if getattr(e, "status_code", None) == 501 or code_of(e) in NOT_IMPLEMENTED:
                 self.from_url = False
                 return None
             with self.errors(key):
