@@ -215,6 +215,16 @@ def stopped_in_big_object(env, proxy: HoldingProxy, run: Background, parts: int)
     until(there, f"{parts} parts of big.bin", run)
 
 
+def killed_in_big_object(env, proxy: HoldingProxy, name: str, parts: int) -> None:
+    """Copy to storage `name`, kill -9 once `parts` parts of big.bin are stored, and drop the held parts."""
+    with Background(env, *copy_args(env, name)) as run:
+        stopped_in_big_object(env, proxy, run, parts)
+        run.process.kill()
+        run.wait(10)
+    proxy.release(drop=True)
+    until(proxy.idle, "the proxy to settle")
+
+
 def status(env, transfer_id: str) -> dict:
     result = env.transfer("status", f"--id={transfer_id}", "--output=json")
     assert result.returncode == 0, result.stderr
@@ -414,12 +424,7 @@ def test_resume_after_kill_9_sends_only_what_the_target_does_not_hold(env, reque
     40 MiB again), and the object arrives intact."""
     tree = seed_folder(env, 40)
     proxy, name = proxied(env, request, target, allow=4)
-    with Background(env, *copy_args(env, name)) as run:
-        stopped_in_big_object(env, proxy, run, 4)
-        run.process.kill()
-        run.wait(10)
-    proxy.release(drop=True)
-    until(proxy.idle, "the proxy to settle")
+    killed_in_big_object(env, proxy, name, 4)
 
     partial = open_uploads(env, target, f"{env.prefix}/")
     assert partial == {f"{env.prefix}/dst/big.bin": [PART] * 4}
@@ -439,12 +444,7 @@ def test_a_source_changed_since_the_kill_is_copied_afresh_not_stitched(env, requ
     not the old parts stitched to new ones."""
     seed_folder(env, 30)
     proxy, name = proxied(env, request, target, allow=2)
-    with Background(env, *copy_args(env, name)) as run:
-        stopped_in_big_object(env, proxy, run, 2)
-        run.process.kill()
-        run.wait(10)
-    proxy.release(drop=True)
-    until(proxy.idle, "the proxy to settle")
+    killed_in_big_object(env, proxy, name, 2)
 
     big = env.local / env.prefix / "src" / "big.bin"
     before = big.stat().st_mtime

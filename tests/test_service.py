@@ -93,6 +93,15 @@ def service(env):
     running.stop()
 
 
+def random_file(path: Path, size: int) -> Path:
+    """A file of `size` random bytes, written 5 MiB at a time."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        for _ in range(size // (5 * MiB)):
+            f.write(os.urandom(5 * MiB))
+    return path
+
+
 def problem(response, status: int) -> dict:
     """The response is application/problem+json with this status and a detail line."""
     assert response.status == status, (response.status, response.data)
@@ -139,11 +148,7 @@ def test_a_transfer_started_with_the_command_is_seen_over_rest(env, service):
 
 def test_cancel_then_resume_over_rest(env, service):
     p = env.prefix
-    big = env.local / p / "big.bin"
-    big.parent.mkdir(parents=True)
-    with open(big, "wb") as f:
-        for _ in range(40):
-            f.write(os.urandom(5 * MiB))
+    big = random_file(env.local / p / "big.bin", 40 * 5 * MiB)
     body = {"source": f"local:{p}", "target": f"awss3:{p}/dst", "recursive": True, "id": p, "parallel": 1,
             "chunksize": "5MiB"}
     assert service.call("POST", "/transfers", body).status == 202
@@ -163,11 +168,7 @@ def test_cancel_then_resume_over_rest(env, service):
 
 def test_stopping_the_service_leaves_its_transfer_interrupted_and_resumable(env, service):
     p = env.prefix
-    big = env.local / p / "big.bin"
-    big.parent.mkdir(parents=True)
-    with open(big, "wb") as f:
-        for _ in range(60):
-            f.write(os.urandom(5 * MiB))
+    big = random_file(env.local / p / "big.bin", 60 * 5 * MiB)
     body = {"source": f"local:{p}", "target": f"azure:{p}/dst", "recursive": True, "id": p, "parallel": 1,
             "chunksize": "5MiB"}
     assert service.call("POST", "/transfers", body).status == 202

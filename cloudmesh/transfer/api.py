@@ -77,33 +77,24 @@ class Transfer:
         self._records = records
         self._config = None
         self._opened: dict[str, Storage] = {}
-        self.options = Options(parallel=self.check_parallel(parallel), chunk_size=parse_size(chunksize))
+        self.options = Options(parallel=self.whole_number(parallel, "--parallel", 1, MAX_PARALLEL), chunk_size=parse_size(chunksize))
         if self.options.chunk_size < 1 * MiB:
             raise UsageError("--chunksize must be at least 1MiB")
         if self.options.chunk_size > 4000 * MiB:
             raise UsageError("--chunksize must be at most 4000MiB (each of --parallel parts is held in memory)")
-        self.retry = Retry(attempts=self.check_retries(retries) + 1)
+        self.retry = Retry(attempts=self.whole_number(retries, "--retries", 0, MAX_RETRIES) + 1)
         self.stop = threading.Event()
         self.engine: Engine | None = None
 
     @staticmethod
-    def check_retries(value) -> int:
+    def whole_number(value, name: str, low: int, high: int) -> int:
+        """An option's value as a whole number from `low` to `high`, else one clear UsageError."""
         try:
             number = int(value)
         except (TypeError, ValueError):
-            raise UsageError(f"--retries must be a whole number, not '{value}'") from None
-        if not 0 <= number <= MAX_RETRIES:
-            raise UsageError(f"--retries must be between 0 and {MAX_RETRIES}, not {number}")
-        return number
-
-    @staticmethod
-    def check_parallel(value) -> int:
-        try:
-            number = int(value)
-        except (TypeError, ValueError):
-            raise UsageError(f"--parallel must be a whole number, not '{value}'") from None
-        if not 1 <= number <= MAX_PARALLEL:
-            raise UsageError(f"--parallel must be between 1 and {MAX_PARALLEL}, not {number}")
+            raise UsageError(f"{name} must be a whole number, not '{value}'") from None
+        if not low <= number <= high:
+            raise UsageError(f"{name} must be between {low} and {high}, not {number}")
         return number
 
     @property

@@ -90,6 +90,20 @@ def status_view(transfer: dict, counts: dict, errors: list[dict]) -> dict:
     }
 
 
+def statistic_view(states: dict, by_route: dict, seconds: float) -> dict:
+    """The public totals (the JSON of `statistic`) from transfers counted by state, bytes and
+    objects done per route, and the summed run time of finished transfers."""
+    total_bytes = sum(r["bytes"] for r in by_route.values())
+    return {
+        "transfers": {**{state: 0 for state in STATES}, **states},
+        "bytes_total": total_bytes,
+        "objects_total": sum(r["objects"] for r in by_route.values()),
+        "seconds_total": round(seconds, 3),
+        "throughput_bytes_per_second": round(total_bytes / seconds) if seconds else 0,
+        "by_route": by_route,
+    }
+
+
 class Records(ABC):
     """A store of transfers and their objects. Implementations: records/sqlite.py, records/mongo.py.
 

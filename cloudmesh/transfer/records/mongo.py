@@ -21,7 +21,7 @@ import pymongo
 from pymongo.errors import ConfigurationError, ConnectionFailure, DuplicateKeyError, OperationFailure, PyMongoError
 
 from cloudmesh.transfer.errors import Conflict, ConfigError, IdInUse, NotFound, TransferError
-from cloudmesh.transfer.records.base import STATES, Records, owner_alive, state_of, status_view
+from cloudmesh.transfer.records.base import Records, owner_alive, state_of, statistic_view, status_view
 
 TRANSFER_FIELDS = ("state", "source", "target", "route", "copy", "recursive", "started", "finished", "host", "pid",
                    "message", "owner", "heartbeat", "cancel")
@@ -331,15 +331,7 @@ class MongoRecords(Records):
                 routes[route]["bytes"] += group["bytes"]
                 routes[route]["objects"] += group["objects"]
         by_route = dict(sorted(routes.items()))
-        total_bytes = sum(r["bytes"] for r in by_route.values())
-        return {
-            "transfers": {**{state: 0 for state in STATES}, **states},
-            "bytes_total": total_bytes,
-            "objects_total": sum(r["objects"] for r in by_route.values()),
-            "seconds_total": round(seconds, 3),
-            "throughput_bytes_per_second": round(total_bytes / seconds) if seconds else 0,
-            "by_route": by_route,
-        }
+        return statistic_view(states, by_route, seconds)
 
     def close(self) -> None:
         if self.client is not None:

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from cloudmesh.transfer.errors import Conflict, IdInUse, NotFound
-from cloudmesh.transfer.records.base import STATES, Records, owner_alive, state_of, status_view
+from cloudmesh.transfer.records.base import Records, owner_alive, state_of, statistic_view, status_view
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS transfers (
@@ -232,15 +232,7 @@ class SQLiteRecords(Records):
                 "SELECT coalesce(sum(finished - started), 0) FROM transfers WHERE finished IS NOT NULL").fetchone()[0]
         by_route = {r["route"]: {"transfers": r["transfers"], "bytes": r["bytes"], "objects": r["objects"]}
                     for r in routes}
-        total_bytes = sum(r["bytes"] for r in by_route.values())
-        return {
-            "transfers": {**{state: 0 for state in STATES}, **states},
-            "bytes_total": total_bytes,
-            "objects_total": sum(r["objects"] for r in by_route.values()),
-            "seconds_total": round(seconds, 3),
-            "throughput_bytes_per_second": round(total_bytes / seconds) if seconds else 0,
-            "by_route": by_route,
-        }
+        return statistic_view(states, by_route, seconds)
 
     def close(self) -> None:
         self.db.close()
