@@ -13,7 +13,13 @@ body) to the upstream, and the upstream's answer is streamed back, unless a faul
     drop        close the connection without an answer, before forwarding
     drop_after  forward, let the upstream answer, then close the connection without an answer
     cut         send status, headers and half of a body longer than `cut_min_size`, then close
+    corrupt     forward, then pass the answer on with one byte of its body flipped (a read
+                corrupted in transit; the length and headers, checksums included, stay as sent)
+    corrupt_up  forward the request with one byte of its body flipped (a write corrupted in transit)
     down        (a flag, not a rate) close every connection at its next request without an answer
+
+The flipped byte is the middle one of the body (of each range, for ranged reads). A corrupt or
+corrupt_up draw on a request or answer without a body injects nothing and is not counted.
 
 Each request that `match` selects takes one draw from random.Random(seed), which picks at most one
 fault by the rates, so a given seed injects the same faults into the same sequence of requests. With
@@ -34,9 +40,12 @@ from email.utils import formatdate
 from urllib.parse import urlsplit
 
 CHUNK = 64 * 1024
-RATES = {"error": "error_rate", "drop": "drop_rate", "drop_after": "drop_after_rate", "cut": "cut_rate"}
+RATES = {"error": "error_rate", "drop": "drop_rate", "drop_after": "drop_after_rate", "cut": "cut_rate",
+         "corrupt": "corrupt_rate", "corrupt_up": "corrupt_up_rate"}
 FAULTS = (*RATES, "down")
-DEFAULTS = {"error_rate": 0.0, "drop_rate": 0.0, "drop_after_rate": 0.0, "cut_rate": 0.0, "cut_min_size": 1024,
+DEFERRED = ("cut", "corrupt", "corrupt_up")  # faults that need a body (of some length) to take effect
+DEFAULTS = {"error_rate": 0.0, "drop_rate": 0.0, "drop_after_rate": 0.0, "cut_rate": 0.0, "corrupt_rate": 0.0,
+            "corrupt_up_rate": 0.0, "cut_min_size": 1024,
             "match": None, "down": False, "faults_left": None}
 # Headers that describe one connection, not the request or response, so they are not passed on.
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "te", "upgrade", "expect", "transfer-encoding"}
@@ -89,7 +98,7 @@ class FaultProxy:
                 if not 0 <= new[name] <= 1:
                     raise ValueError(f"{name} must be within 0..1, not {new[name]}")
             if sum(new[name] for name in RATES.values()) > 1:
-                raise ValueError("error_rate + drop_rate + drop_after_rate + cut_rate must not exceed 1")
+                raise ValueError(f"the rates ({' + '.join(RATES.values())}) must not add up to more than 1")
             if new["faults_left"] is not None and new["faults_left"] < 0:
                 raise ValueError("faults_left must be None or >= 0")
             predicate = _predicate(new["match"])
@@ -182,15 +191,16 @@ class FaultProxy:
                 if draw < edge:
                     if self.faults_left is not None:
                         object.__setattr__(self, "faults_left", self.faults_left - 1)
-                    if kind != "cut":  # a cut is counted once the response turns out long enough
+                    if kind not in DEFERRED:  # counted once the body turns out long enough
                         self._faults[kind] += 1
                     return kind
             return None
 
-    def _cut_applied(self, applied: bool) -> None:
+    def _applied(self, kind: str, applied: bool) -> None:
+        """Count a deferred fault (cut, corrupt) once it took effect, or give its draw back."""
         with self._lock:
             if applied:
-                self._faults["cut"] += 1
+                self._faults[kind] += 1
             elif self.faults_left is not None:
                 object.__setattr__(self, "faults_left", self.faults_left + 1)
 
@@ -336,6 +346,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             if chunked:
                 upstream.putheader("Transfer-Encoding", "chunked")
             upstream.endheaders()
+            if self.fault == "corrupt_up":
+                length = int(self.headers.get("Content-Length") or 0)
+                applied = length > 0 and not chunked
+                proxy._applied("corrupt_up", applied)
+                body, self.fault = (flipped(body, length // 2), "corrupt_up") if applied else (body, None)
             for data in body:
                 upstream.send(b"%x\r\n%s\r\n" % (len(data), data) if chunked else data)
                 proxy._sent_up(self.command, len(data))
@@ -354,12 +369,16 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         length = response.getheader("Content-Length")
         has_body = self.command != "HEAD" and response.status >= 200 and response.status not in (204, 304)
         rechunk = has_body and length is None and self.request_version == "HTTP/1.1"
-        cut = False
+        cut = corrupt = False
         if self.fault == "cut":
             cut = has_body and length is not None and int(length) > proxy.cut_min_size
-            proxy._cut_applied(cut)
+            proxy._applied("cut", cut)
             self.fault = "cut" if cut else None
             self.close_connection |= cut
+        elif self.fault == "corrupt":
+            corrupt = has_body and length is not None and int(length) > 0
+            proxy._applied("corrupt", corrupt)
+            self.fault = "corrupt" if corrupt else None
         self.record(response.status)
         self.send_response_only(response.status, response.reason)
         for name, value in response.getheaders():
@@ -373,8 +392,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.send_header("Connection", "close")
         self.end_headers()
         left = int(length) // 2 if cut else None
+        chunks = iter(lambda: response.read(CHUNK if left is None else min(CHUNK, left)), b"")
+        if corrupt:
+            chunks = flipped(chunks, int(length) // 2)
         while has_body and left != 0:
-            data = response.read(CHUNK if left is None else min(CHUNK, left))
+            data = next(chunks, b"")
             if not data:
                 break
             self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data) if rechunk else data)
@@ -382,3 +404,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 left -= len(data)
         if rechunk:
             self.wfile.write(b"0\r\n\r\n")
+
+
+def flipped(chunks, position: int):
+    """The chunks of a body, with the byte at `position` inverted."""
+    offset = 0
+    for data in chunks:
+        if offset <= position < offset + len(data):
+            at = position - offset
+            data = data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1:]
+        offset += len(data)
+        yield data

@@ -1,5 +1,6 @@
 """The fault-injecting proxy itself, in front of the real moto and Azurite: it passes SDK traffic
 through untouched, and each fault reaches the client the way a real network or service fault would."""
+import hashlib
 import http.client
 import os
 import socket
@@ -45,6 +46,12 @@ def get(url: str, path: str) -> tuple[int, bytes]:
 @pytest.fixture
 def s3_proxy(emulators):
     with FaultProxy(emulators.s3_endpoint, seed=1) as proxy:
+        yield proxy
+
+
+@pytest.fixture
+def azure_proxy(emulators):
+    with FaultProxy(emulators.azure_endpoint, seed=1, flavor="azure") as proxy:
         yield proxy
 
 
@@ -149,6 +156,36 @@ def test_cut_sends_half_of_a_long_body_then_closes(env, s3_proxy):
     connection.close()
     assert get(s3_proxy.url, urls[1].removeprefix(s3_proxy.url)) == (200, small)
     assert s3_proxy.faults["cut"] == 1 and [e.fault for e in s3_proxy.log] == ["cut", None]
+
+
+def test_corrupt_flips_the_middle_byte_of_a_body_and_keeps_its_headers(env, s3_proxy):
+    """A corrupted read: status, length and ETag as the service sent them, one byte inverted; an
+    answer without a body (HEAD) is passed untouched and not counted."""
+    data = os.urandom(10_001)
+    env.put("awss3", f"{env.prefix}/obj", data)
+    client = boto3.client("s3", endpoint_url=s3_proxy.url, aws_access_key_id=emu.S3_KEY_ID,
+                          aws_secret_access_key=emu.S3_SECRET, region_name="us-east-1",
+                          config=Config(retries={"total_max_attempts": 1},
+                                        response_checksum_validation="when_required"))
+    s3_proxy.corrupt_rate = 1
+    assert client.head_object(Bucket=emu.BUCKET, Key=f"{env.prefix}/obj")["ContentLength"] == len(data)
+    got = client.get_object(Bucket=emu.BUCKET, Key=f"{env.prefix}/obj")
+    body = got["Body"].read()
+    expected = bytearray(data)
+    expected[5000] ^= 0xFF
+    assert body == bytes(expected) and got["ETag"].strip('"') == hashlib.md5(data).hexdigest()
+    assert s3_proxy.faults["corrupt"] == 1 and [e.fault for e in s3_proxy.log] == [None, "corrupt"]
+
+
+def test_corrupt_up_flips_a_byte_of_what_the_service_stores(env, azure_proxy):
+    """A corrupted write reaches Azurite with one byte inverted (no checksum was sent to catch it)."""
+    data = os.urandom(4096)
+    azure_proxy.corrupt_up_rate = 1
+    azure(f"{azure_proxy.url}/{emu.AZURITE_ACCOUNT}").upload_blob(f"{env.prefix}/up", data)
+    stored = bytearray(data)
+    stored[2048] ^= 0xFF
+    assert env.get("azure", f"{env.prefix}/up") == bytes(stored)
+    assert azure_proxy.faults["corrupt_up"] == 1
 
 
 def test_bytes_up_counts_exactly_the_put_bodies(env, s3_proxy):
