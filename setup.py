@@ -23,7 +23,7 @@ setup(
         if line.strip() and not line.startswith("#")
     ],
     extras_require={"test": ["pytest>=8", "moto[server]>=5.0", "mongomock>=4.1", "schemathesis>=4.0",
-                             "openapi-spec-validator>=0.7"]},
+                             "openapi-spec-validator>=0.7", "azure-storage-extensions>=0.1"]},
     classifiers=[
         "License :: OSI Approved :: Apache Software License",
         "Programming Language :: Python :: 3.11",

@@ -157,7 +157,8 @@ def test_s3_part_refuses_an_etag_that_is_not_the_md5_sent():
 
 def test_s3_complete_refuses_an_etag_that_is_not_the_md5_of_the_parts():
     upload = S3Upload(S3Storage("s3", LyingS3Client(), "bucket"), "k", "upload-1")
-    upload.parts = {1: hashlib.md5(b"a").digest(), 2: hashlib.md5(b"b").digest()}
+    upload.parts = {n: (f'"{hashlib.md5(d).hexdigest()}"', hashlib.md5(d).digest(), None, 1)
+                    for n, d in ((1, b"a"), (2, b"b"))}
     with pytest.raises(IntegrityError, match="from other parts"):
         upload.complete(hashlib.md5(b"ab").digest())
 

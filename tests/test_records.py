@@ -31,7 +31,7 @@ from cloudmesh.transfer.records.sqlite import SQLiteRecords
 
 REAL_MONGO = os.environ.get("CMS_TRANSFER_TEST_MONGO_URL")
 OBJECT_COLUMNS = {"transfer_id", "seq", "path", "source_key", "target_key", "size", "state", "bytes_done", "md5",
-                  "method", "message", "etag", "mtime", "upload", "part_size"}
+                  "method", "proof", "message", "warning", "etag", "mtime", "upload", "part_size"}
 
 
 def transfer(tid: str, route: str = "local->awss3", owner: str | None = None, copy: bool = True) -> dict:
@@ -202,8 +202,8 @@ def test_objects_are_kept_in_plan_order_with_their_fields(records):
     assert (rows[1]["state"], rows[1]["md5"], rows[0]["state"]) == ("done", "m", "pending")
     assert all(set(row) == OBJECT_COLUMNS for row in rows)
     assert rows[2] == {"transfer_id": "t1", "seq": 2, "path": "f2", "source_key": "src/f2", "target_key": "dst/f2",
-                       "size": 2, "state": "pending", "bytes_done": 0, "md5": None, "method": None, "message": None,
-                       "etag": "e2", "mtime": 3.5, "upload": None, "part_size": None}
+                       "size": 2, "state": "pending", "bytes_done": 0, "md5": None, "method": None, "proof": None,
+                       "message": None, "warning": None, "etag": "e2", "mtime": 3.5, "upload": None, "part_size": None}
 
 
 def test_update_object_sets_every_field_it_names_and_only_those(records):

@@ -298,7 +298,7 @@ def test_every_operation_answers_as_the_contract_says(isolated_service):
     (those get a 400 problem, which the other checks verify)."""
     schema = schemathesis.openapi.from_url(f"{isolated_service.url}/openapi.json")
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) == 8
+    assert len(operations) == 9
     for operation in operations:
         @given(case=operation.as_strategy())
         @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), database=None)

@@ -15,7 +15,8 @@ from datetime import datetime
 from pathlib import Path
 
 from cloudmesh.transfer import config as settings
-from cloudmesh.transfer import location
+from cloudmesh.transfer import check, location
+from cloudmesh.transfer.compare import Reading
 from cloudmesh.transfer.engine import Engine, Lease, Options, one_line
 from cloudmesh.transfer.errors import Conflict, IdInUse, NotFound, TransferError, UsageError
 from cloudmesh.transfer.location import Location
@@ -23,7 +24,7 @@ from cloudmesh.transfer.planner import Item, Selection, mark_in_sync, plan
 from cloudmesh.transfer.progress import Progress
 from cloudmesh.transfer.providers import MiB, Resumable, Storage, open_storage
 from cloudmesh.transfer.records import Records, open_records
-from cloudmesh.transfer.records.base import iso
+from cloudmesh.transfer.records.base import SETTLED, iso
 from cloudmesh.transfer.retry import Retry
 
 TRANSFER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -192,12 +193,18 @@ class Transfer:
                 raise
             finally:
                 progress.close()
+            message = None
             if state == "cancelled":
                 self.discard_uploads(run.id, run.storages[1])
-            elif state == "completed" and self.records.status(run.id)["objects_failed"]:
-                state = "failed"  # objects that resume found without a source
+            elif state in ("completed", "failed"):
+                status = self.records.status(run.id)
+                kept = status["objects_unverified"] if run.move else 0
+                if status["objects_failed"] or kept:
+                    state = "failed"  # objects that resume found without a source count too
+                if kept:
+                    message = f"{kept} objects were copied but not verified, so their sources were kept"
             if state not in ("lost", "interrupt"):
-                self.records.finish(run.id, state, owner=run.owner)
+                self.records.finish(run.id, state, message, owner=run.owner)
         finally:
             run.lease.end()
         return self.records.status(run.id)
@@ -238,7 +245,7 @@ class Transfer:
         """The objects a resumed transfer still has to settle, checked against the source as it is now."""
         src, dst = Location.parse(status["source"]), Location.parse(status["target"])
         source, target = self.storage(src.storage), self.storage(dst.storage)
-        rows = [row for row in self.records.objects(id) if row["state"] not in ("done", "skipped")]
+        rows = [row for row in self.records.objects(id) if row["state"] not in SETTLED]
         now = self.current(source, src.path, status["recursive"], [row["source_key"] for row in rows])
         items = []
         for row in rows:
@@ -255,7 +262,7 @@ class Transfer:
             items.append(Item(row["path"], info, row["target_key"], record=row))
         unsettled = [item for item in items if item.record["state"] == "pending"]
         if unsettled:
-            mark_in_sync(unsettled, source, target, dst, "checksum")
+            mark_in_sync(unsettled, source, target, dst, "checksum", Reading.CHEAP)
         for item in unsettled:
             if item.skip:
                 self.discard_upload(target, item.record)
@@ -319,7 +326,7 @@ class Transfer:
     def discard_uploads(self, id: str, target: Storage) -> list[str]:
         cleaned = []
         for row in self.records.objects(id):
-            if row["upload"] and row["state"] not in ("done", "skipped"):
+            if row["upload"] and row["state"] not in SETTLED:
                 self.discard_upload(target, row)
                 self.records.update_object(id, row["path"], upload=None, part_size=None, bytes_done=0)
                 cleaned.append(row["target_key"])
@@ -391,6 +398,16 @@ class Transfer:
         for key in keys:
             storage.delete(key)
         return keys
+
+    def check(self, source: str, target: str, recursive: bool = False, download: bool = False) -> dict:
+        """Compare a source and a target object by object, as a user's proof that a copy is complete:
+        by size and the checksums both storages keep (local files are read), or with `download` by
+        reading both. The report (check.check) names what is missing, extra, different or unproven;
+        `ok` is True only when there is nothing of these."""
+        src, dst = Location.parse(source), Location.parse(target)
+        source_storage, target_storage = self.storage(src.storage), self.storage(dst.storage)
+        target_storage.is_folder(dst.path)  # wrong credentials, a missing bucket: one error, before any object
+        return check.check(source_storage, src, target_storage, dst, recursive, download)
 
     def status(self, id: str | None = None):
         """One transfer's status, or with no id the status of every transfer (newest first)."""

@@ -1,10 +1,14 @@
 """The transfer engine: stream each planned object through bounded memory, verified.
 
 Every worker holds at most one part in memory, so a transfer uses about `parallel x part size`
-whatever the object sizes. Each object is hashed (MD5) while it streams, checked against what
-the source and the target say of it, and only then marked done (and, for a move, recorded as
-copied, deleted at the source and then marked done), so a crash at any point never loses an
-object and never records one as done that is not verified at the target.
+whatever the object sizes. Each object's bytes are proven against what its source claims (see
+integrity.py) as they stream, with each byte hashed by MD5 at most once, and every part is
+checked by the target on arrival. The proof comes before the object becomes visible at the
+target: a failed one aborts the upload and leaves the target as it was. Only then is an object
+marked done (and, for a move, recorded as copied, deleted at the source and then marked done),
+so a crash at any point never loses an object and never records one as done that is not
+verified. An object that nothing can prove is committed and recorded unverified, and a move
+keeps its source.
 
 A run holds a lease on its transfer (a heartbeat in the records): it stops when the transfer is
 cancelled, and a run whose process died is seen as interrupted. Large objects record their
@@ -12,12 +16,15 @@ upload's token before the first part, so that a resumed run reuses the parts alr
 """
 import contextlib
 import hashlib
+import logging
 import math
+import mimetypes
 import threading
 from concurrent.futures import ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cloudmesh.transfer.errors import IntegrityError, NotFound, TransferError
+from cloudmesh.transfer.integrity import Claim, Outcome, Proof, Verifier, part_matches
 from cloudmesh.transfer.planner import Item
 from cloudmesh.transfer.progress import Progress
 from cloudmesh.transfer.providers import MiB, ObjectInfo, Reader, Resumable, ServerCopy, Storage, Upload
@@ -26,6 +33,7 @@ from cloudmesh.transfer.records.base import HEARTBEAT
 
 
 SMALL = 1 * MiB  # objects up to this size take no memory slot: a worker holds at most this much
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -41,13 +49,51 @@ class Options:
         return 2 * self.parallel
 
 
-def part_size(size: int, options: Options, target: Storage) -> int:
-    """The part size for an object: the chunk size, raised to respect the target's limits."""
+def part_size(size: int, options: Options, target: Storage, claim: Claim | None = None) -> int:
+    """The part size for an object: the chunk size, raised to respect the target's limits. An S3
+    multipart source's own part size is taken instead where it is no larger than the chunk size and
+    the target accepts it, so that each part's MD5, computed for the proof, is also the MD5 the
+    target checks the part by."""
+    if size > target.max_object_size:
+        raise TransferError(f"an object of {size} bytes is too large for storage '{target.name}'")
+    mirrored = mirror_size(claim)
+    if mirrored and target.part_checksum and target.min_part_size <= mirrored <= options.chunk_size \
+            and math.ceil(size / mirrored) <= target.max_parts:
+        return mirrored
     needed = math.ceil(size / target.max_parts / MiB) * MiB if size else 0
     chosen = max(options.chunk_size, target.min_part_size, needed)
-    if chosen > target.max_part_size or size > target.max_object_size:
+    if chosen > target.max_part_size:
         raise TransferError(f"an object of {size} bytes is too large for storage '{target.name}'")
     return chosen
+
+
+def mirror_size(claim: Claim | None) -> int | None:
+    """The size of a multipart source's parts when all but the last have it, else None."""
+    if claim is None or claim.proof is not Proof.PARTS or len(claim.parts) < 2:
+        return None
+    first = claim.parts[0]
+    return first if all(p == first for p in claim.parts[:-1]) and claim.parts[-1] <= first else None
+
+
+@dataclass
+class Copied:
+    """How one object was copied: the method, what proved its bytes (Proof.NONE: unverified, with
+    `reason`), its MD5 where known, and warnings (metadata the target could not keep...)."""
+
+    method: str
+    proof: Proof | None
+    md5: str | None = None
+    reason: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+class Doubted(IntegrityError):
+    """The bytes read do not match a claim that is not the service's own (an MD5 a writer stored,
+    or part sizes taken to be equal): the object is read once more by its strict claim."""
+
+    def __init__(self, error: IntegrityError, claim: Claim):
+        super().__init__(str(error))
+        self.claim = claim
 
 
 class Sent:
@@ -160,29 +206,39 @@ class Engine:
 
     def transfer(self, item: Item, move: bool) -> bool | None:
         """Copy (unless already in sync, or copied by an earlier run) and for a move then delete one
-        object; record the outcome and never raise. None when the run stopped before it finished."""
+        object; record the outcome and never raise. True when the object is settled as asked (an
+        unverified copy is; an unverified move is not, since its source is kept); None when the run
+        stopped before it finished."""
         record = item.record or {}
         try:
             if self.stop.is_set():
                 raise Stopped
             if record.get("state") == "copied":
-                md5, method = record["md5"], record["method"]
+                copied = Copied(record["method"], Proof(record["proof"]) if record.get("proof") else None,
+                                record["md5"])
+            elif item.skip:
+                copied = Copied("skip", None, item.source.md5)
             else:
-                md5, method = (item.source.md5, "skip") if item.skip else self.copy(item)
+                copied = self.copy(item)
         except Stopped:
             return None
         except (TransferError, OSError) as e:
             self.records.update_object(self.transfer_id, item.path, state="failed", message=one_line(e))
             return False
         except Exception as e:
+            log.exception("copying %s", item.path)
             self.records.update_object(self.transfer_id, item.path, state="failed",
                                        message=f"{e.__class__.__name__} while copying")
             return False
         size = 0 if item.skip else item.source.size
-        message = None
-        if move:
-            self.records.update_object(self.transfer_id, item.path, state="copied", md5=md5, method=method,
-                                       bytes_done=size, upload=None)
+        unverified = copied.proof is Proof.NONE
+        message = f"copied, but not verified: {copied.reason}" if unverified else None
+        fields = {"md5": copied.md5, "method": copied.method, "proof": copied.proof and copied.proof.value,
+                  "warning": "; ".join(copied.warnings) or None, "bytes_done": size, "upload": None}
+        if move and unverified:
+            message += "; so its source was kept"
+        elif move:
+            self.records.update_object(self.transfer_id, item.path, state="copied", **fields)
             try:
                 if self.changed(item.source):
                     message = "copied and verified, but the source changed since it was read, so it was kept"
@@ -192,11 +248,10 @@ class Engine:
                 pass
             except (TransferError, OSError) as e:
                 message = f"copied and verified, but the source was not deleted: {one_line(e)}"
-        state = "failed" if message else "skipped" if item.skip else "done"
-        self.records.update_object(self.transfer_id, item.path, state=state, md5=md5, method=method,
-                                   message=message, bytes_done=size, upload=None)
+        state = "unverified" if unverified else "failed" if message else "skipped" if item.skip else "done"
+        self.records.update_object(self.transfer_id, item.path, state=state, message=message, **fields)
         self.progress.update(0, 1)
-        return message is None
+        return not (message and (move or not unverified))
 
     def changed(self, read: ObjectInfo) -> bool:
         """Whether the source object is no longer the version that was read (by its ETag where it
@@ -208,43 +263,78 @@ class Engine:
             return now.etag.strip('"') != read.etag.strip('"')
         return (now.size, now.mtime) != (read.size, read.mtime)
 
-    def copy(self, item: Item) -> tuple[str | None, str]:
+    def copy(self, item: Item) -> Copied:
         """Copy one object inside the clouds where the target can, else stream it through bounded
-        memory, verified; returns its MD5 (hex, where known) and how it went."""
+        memory, proven. When a claim that is not the service's own fails (an MD5 a writer stored,
+        part sizes taken to be equal), the object is read once more by the strict claim: if that
+        proves the bytes, the stored claim was wrong, which the copy's warnings say."""
         self.target.check_key(item.target_key)
         size = item.source.size
-        psize = (item.record or {}).get("part_size") or part_size(size, self.options, self.target)
         if isinstance(self.target, ServerCopy):
+            psize = (item.record or {}).get("part_size") or part_size(size, self.options, self.target)
             method = self.target.server_copy(self.source, item.source, item.target_key, psize)
             if method:
                 self.progress.update(size, 0)
-                return item.source.md5, method
-        reader = self.source.open(item.source.key)
+                return Copied(method, Proof.SERVER, item.source.md5)
         try:
+            return self.stream(item)
+        except Doubted as doubt:
+            log.info("%s: %s; reading it again by what the source itself computed", item.path, doubt)
+            if item.record:
+                item.record = {**item.record, "upload": None, "part_size": None}
+            copied = self.stream(item, doubted=doubt.claim)
+            if doubt.claim.proof is Proof.MD5 and copied.md5 != doubt.claim.value:
+                copied.warnings.insert(0, f"the source's stored MD5 {doubt.claim.value} is not the MD5 of its "
+                                          f"bytes ({copied.md5}, proven by {copied.proof.value})")
+            return copied
+
+    def stream(self, item: Item, doubted: Claim | None = None) -> Copied:
+        """Read one object once, proving it by its claim (by the strict one after a `doubted`
+        claim failed, computing its whole MD5 too), and write it in one request or in parts."""
+        size = item.source.size
+        reader = self.source.open(item.source.key, strict=doubted is not None)
+        try:
+            claim = reader.claim
             shaped = ObjectInfo(key=item.source.key, size=size, mtime=item.source.mtime,
-                                md5=item.source.md5 or reader.md5,
-                                content_type=reader.content_type or item.source.content_type,
-                                metadata=dict(reader.metadata or item.source.metadata))
+                                md5=claim.value if claim.proof is Proof.MD5 else None,
+                                content_type=reader.content_type or item.source.content_type or
+                                mimetypes.guess_type(item.source.key)[0],
+                                metadata=dict(reader.metadata or item.source.metadata),
+                                s3etag=claim.value if claim.proof is Proof.PARTS else None)
+            whole = doubted is not None or (self.target.keeps_md5 and not claim.spends_md5)
+            verifier = Verifier(claim, size, f"'{item.path}'", whole)
+            psize = (item.record or {}).get("part_size") or part_size(size, self.options, self.target, claim)
             if size <= psize:
                 with self.slots if size > SMALL else contextlib.nullcontext():
                     data = read_exact(reader, size + 1)
                     self.check_length(item, len(data))
-                    digest = hashlib.md5(data)
-                    self.target.put(item.target_key, data, shaped, digest.digest())
+                    verifier.update(data)
+                    outcome = self.prove(verifier)
+                    md5 = outcome.md5 or (verifier.part_md5(0, size) or hashlib.md5(data).digest()).hex()
+                    self.target.put(item.target_key, data, shaped, bytes.fromhex(md5))
+                    outcome.md5 = md5
                 self.progress.update(size, 0)
             else:
-                digest = self.upload(item, reader, psize, shaped)
+                outcome = self.upload(item, reader, psize, shaped, verifier)
         finally:
             reader.close()
-        md5 = digest.hexdigest()
-        if shaped.md5 and shaped.md5 != md5:
-            self.discard(item)
-            raise IntegrityError(f"the bytes read of '{item.path}' do not match the source's MD5")
-        return md5, "stream"
+        lost = self.target.lost_metadata(shaped)
+        warnings = [f"metadata the target cannot keep was left out: {', '.join(lost)}"] if lost else []
+        return Copied("stream", outcome.proof, outcome.md5, outcome.reason, warnings)
+
+    @staticmethod
+    def prove(verifier: Verifier) -> Outcome:
+        """The verifier's outcome; a failed claim that is not strict is Doubted (read once more)."""
+        try:
+            return verifier.finish()
+        except IntegrityError as e:
+            if verifier.claim.strict:
+                raise
+            raise Doubted(e, verifier.claim) from None
 
     def open_upload(self, item: Item, shaped: ObjectInfo, psize: int) -> tuple[Upload, dict[int, str]]:
         """The upload an earlier run left for this object, when the target still has it, with the
-        MD5s recorded for its parts; else a new one, whose token is recorded before any part is sent."""
+        checksums recorded for its parts; else a new one, whose token is recorded before any part is sent."""
         token = (item.record or {}).get("upload")
         if token and isinstance(self.target, Resumable):
             recorded = self.records.parts(self.transfer_id, item.path, token)
@@ -257,16 +347,18 @@ class Engine:
             self.records.update_object(self.transfer_id, item.path, upload=upload.token, part_size=psize)
         return upload, {}
 
-    def upload(self, item: Item, reader: Reader, psize: int, shaped: ObjectInfo):
-        """Read parts in order, hashing the whole object; upload them in parallel, each with its
-        MD5, except parts the target already holds with the same size and MD5 (as the target
-        reports it, or as recorded when the part was sent: Azure lists blocks without one).
-        A slot is taken before a part is read and given back once it is uploaded.
+    def upload(self, item: Item, reader: Reader, psize: int, shaped: ObjectInfo, verifier: Verifier) -> Outcome:
+        """Read parts in order, proving the object as they stream; upload them in parallel, each
+        with its MD5 where the proof computed it (or the target needs one), else the target's CRC;
+        except parts the target already holds with the same size and checksum (as the target
+        reports it, or as recorded when the part was sent: Azure lists blocks without one). A slot
+        is taken before a part is read and given back once it is uploaded. The object is proven
+        before it is completed.
 
         A failed upload is aborted when its bytes are wrong, when the run is cancelled, or when the
         target keeps no parts; otherwise it stays open for `resume` (and `cleanup`)."""
         upload, recorded = self.open_upload(item, shaped, psize)
-        digest, pending, offset, sent = hashlib.md5(), [], 0, Sent(item.path)
+        pending, offset, sent = [], 0, Sent(item.path)
         try:
             while offset < item.source.size:
                 if sent.failed:
@@ -282,21 +374,26 @@ class Engine:
                 if not data:
                     self.slots.release()
                     break
-                digest.update(data)
+                verifier.update(data)
                 number = offset // psize + 1
+                md5 = verifier.part_md5(offset, len(data))
                 there = upload.uploaded.get(number)
                 if there and there.size in (None, len(data)) and \
-                        (there.md5 or recorded.get(number)) == hashlib.md5(data).hexdigest():
-                    upload.keep(number)
+                        (there.md5 == (md5 or hashlib.md5(data).digest()).hex() if there.md5
+                         else part_matches(recorded.get(number), data)):
+                    upload.keep(number, data)
                     self.slots.release()
                     self.settle_part(sent, len(data))
                 else:
-                    pending.append(self.part_pool.submit(self.put_part, upload, number, offset, data, sent))
+                    compute = md5 is None and (self.target.part_checksum == "md5" or not verifier.md5_spent)
+                    pending.append(self.part_pool.submit(self.put_part, upload, number, offset, data, md5, compute,
+                                                         sent))
                 offset += len(data)
             self.check_length(item, offset + len(reader.read(1)))
             for future in pending:
                 future.result()
-            upload.complete(digest.digest())
+            outcome = self.prove(verifier)
+            upload.complete(bytes.fromhex(outcome.md5) if outcome.md5 else None)
         except BaseException as e:
             for future in pending:
                 if future.cancel():
@@ -310,19 +407,23 @@ class Engine:
                 else:
                     self.records.update_object(self.transfer_id, item.path, upload=None)
             raise
-        return digest
+        return outcome
 
-    def put_part(self, upload: Upload, number: int, offset: int, data: bytes, sent: Sent) -> None:
-        md5 = hashlib.md5(data).digest()
+    def put_part(self, upload: Upload, number: int, offset: int, data: bytes, md5: bytes | None, compute: bool,
+                 sent: Sent) -> None:
+        """Upload one part (in the part pool, so that parts are hashed in parallel), then record it."""
         try:
-            upload.put_part(number, offset, data, md5)
+            if compute:
+                md5 = hashlib.md5(data).digest()
+            checksum = upload.put_part(number, offset, data, md5)
         except BaseException as e:
             sent.failed = sent.failed or e
             raise
         finally:
             self.slots.release()
         if upload.token:
-            self.records.part_done(self.transfer_id, sent.path, upload.token, number, md5.hex(), sent.add(len(data)))
+            self.records.part_done(self.transfer_id, sent.path, upload.token, number, checksum or "",
+                                   sent.add(len(data)))
             self.progress.update(len(data), 0)
         else:
             self.settle_part(sent, len(data))
@@ -334,13 +435,6 @@ class Engine:
     def check_length(self, item: Item, length: int) -> None:
         if length != item.source.size:
             raise IntegrityError(f"read {length} bytes of '{item.path}' but the source has {item.source.size}")
-
-    def discard(self, item: Item) -> None:
-        """Remove an object that was written but failed verification."""
-        try:
-            self.target.delete(item.target_key)
-        except (TransferError, OSError):
-            pass
 
 
 def one_line(error: BaseException) -> str:

@@ -3,12 +3,14 @@
 A folder's contents land under the target path without an extra level of nesting (as rclone
 copies); a single file lands at the target path, or inside it when that names a folder.
 `--include`/`--exclude` globs match the path relative to the source folder. With `--sync`, an
-object whose target already matches (size and MD5, or size and time) is skipped.
+object whose target already holds the same bytes (see compare.py), or with `--compare=mtime` the
+same size and a time no older, is skipped.
 """
 import fnmatch
 from dataclasses import dataclass, field
 
 from cloudmesh.transfer import location
+from cloudmesh.transfer.compare import Reading, compare
 from cloudmesh.transfer.errors import NotFound, UsageError
 from cloudmesh.transfer.location import Location
 from cloudmesh.transfer.providers import ObjectInfo, Storage
@@ -76,8 +78,10 @@ def candidates(source: Storage, src: Location, target: Storage, dst: Location, r
     return [Item(name, single, location.join(dst.path, name) if into_folder else dst.path)]
 
 
-def mark_in_sync(items: list[Item], source: Storage, target: Storage, dst: Location, mode: str) -> None:
-    """Set `skip` on every item whose target object already matches it."""
+def mark_in_sync(items: list[Item], source: Storage, target: Storage, dst: Location, mode: str,
+                 reading: Reading = Reading.ANY) -> None:
+    """Set `skip` on every item whose target object already matches it; `reading` says which
+    objects a checksum comparison may read where the storages keep nothing that compares."""
     if len(items) == 1:
         landed = target.stat(items[0].target_key)
         existing = {landed.key: landed} if landed else {}
@@ -91,5 +95,4 @@ def mark_in_sync(items: list[Item], source: Storage, target: Storage, dst: Locat
             item.skip = there.mtime is not None and item.source.mtime is not None \
                 and there.mtime + 1 >= item.source.mtime
         else:
-            theirs = target.checksum(there)
-            item.skip = theirs is not None and theirs == source.checksum(item.source)
+            item.skip = compare(source, item.source, target, there, reading).same is True

@@ -46,7 +46,8 @@ def dump_json(data) -> None:
 
 
 STATUS_ORDER = ["id", "state", "source", "target", "copy", "objects_total", "objects_done", "objects_skipped",
-                "objects_failed", "bytes_total", "bytes_done", "started", "finished", "seconds"]
+                "objects_unverified", "objects_failed", "bytes_total", "bytes_done", "started", "finished", "seconds"]
+CHECK_ORDER = ["finding", "path", "detail", "source_size", "target_size"]
 LIST_ORDER = ["id", "state", "source", "target", "copy", "objects", "bytes", "started", "seconds"]
 
 
@@ -65,8 +66,10 @@ def print_status(status, output: str) -> None:
         print(Printer.write(rows, order=LIST_ORDER, sort_keys=False, output="table") if rows else "no transfers yet")
     else:
         rows = {key: status[key] for key in STATUS_ORDER}
-        if status["errors"]:
-            rows["errors"] = [f"{e['path']}: {e['message']}" for e in status["errors"]]
+        rows["warnings"] = len(status["warnings"])
+        for name in ("errors", "unverified", "warnings"):
+            if status[name]:
+                rows[name] = [f"{e['path']}: {e['message']}" for e in status[name]]
         print(attributes(rows))
 
 
@@ -111,6 +114,16 @@ def port(value: str) -> int:
     return int(value)
 
 
+def unverified_note(status: dict) -> str | None:
+    """A line on the objects a completed copy could not verify, or None when it verified them all."""
+    count = status["objects_unverified"]
+    if status["state"] != "completed" or not count:
+        return None
+    first = status["unverified"][0]
+    return (f"transfer '{status['id']}': {count} of {status['objects_total']} objects copied but not verified; "
+            f"first: {first['path']}: {first['message']}")
+
+
 def failure(status: dict) -> str | None:
     """The one-line reason a finished transfer failed, or None when it completed."""
     if status["state"] == "completed":
@@ -135,6 +148,7 @@ class TransferCommand(PluginCommand):
           Usage:
             transfer copy --source=SOURCE --target=TARGET [-r] [--id=ID] [--sync] [--compare=MODE] [--include=GLOB]... [--exclude=GLOB]... [--dryrun] [--parallel=N] [--chunksize=SIZE] [--retries=N] [--output=FORMAT]
             transfer move --source=SOURCE --target=TARGET [-r] [--id=ID] [--sync] [--compare=MODE] [--include=GLOB]... [--exclude=GLOB]... [--dryrun] [--parallel=N] [--chunksize=SIZE] [--retries=N] [--output=FORMAT]
+            transfer check --source=SOURCE --target=TARGET [-r] [--download] [--output=FORMAT]
             transfer resume --id=ID [--parallel=N] [--retries=N] [--output=FORMAT]
             transfer cancel --id=ID [--output=FORMAT]
             transfer cleanup --id=ID
@@ -168,6 +182,7 @@ class TransferCommand(PluginCommand):
             --include=GLOB     only objects whose path inside the source folder matches (repeatable)
             --exclude=GLOB     leave out objects whose path matches (repeatable)
             --dryrun           list what would be copied, skipped and deleted; change nothing
+            --download         check by reading both sides and comparing their MD5s
             --parallel=N       requests for parts in flight (memory is about N x chunksize),
                                and twice as many objects at once [default: 8]
             --chunksize=SIZE   the part size data streams in, e.g. 8MiB [default: 8MiB]
@@ -184,12 +199,16 @@ class TransferCommand(PluginCommand):
             folder inside it ('awss3:' alone is its root). With -r the contents of the source
             folder land under the target path: awss3:data/a/b.txt -> azure:backup/a/b.txt.
             A single file lands at the target path, or inside it when the target is a folder or
-            ends with '/'. Every object is verified (size and MD5) before it counts as done; a move
-            deletes a source object only after that.
+            ends with '/'. Every object's bytes are proven against what its source keeps (its MD5,
+            S3 multipart ETag, Azure's MD5 of each range) before it becomes visible at the target
+            and counts as done; one that nothing can prove is recorded unverified, and a move
+            deletes a source object only after its copy is verified.
 
             transfer status                 lists all transfers, newest first
             transfer status --id=ID         one transfer, with its failed objects
             transfer statistic              totals by state and by route
+            transfer check                  compares source and target object by object and
+                                            lists what is missing, extra or different (exit 1)
             transfer resume --id=ID         goes on with an interrupted, failed or cancelled
                                             transfer: done objects stay done, uploaded parts of
                                             large objects are reused, changed sources start afresh
@@ -207,9 +226,11 @@ class TransferCommand(PluginCommand):
             cms transfer config transfer.yaml
             cms transfer run --id=nightly --data=images
             cms transfer status --id=nightly --output=json
+            cms transfer check --source=awss3:data --target=azure:data -r
             cms transfer resume --id=nightly
 
-          Exit status: 0 on success, 1 when a transfer or an operation failed, 2 on invalid input.
+          Exit status: 0 on success, 1 when a transfer or an operation failed (or check found a
+          difference), 2 on invalid input.
         """
         code = self.transfer_command(args)
         if code and one_shot():
@@ -264,6 +285,9 @@ class TransferCommand(PluginCommand):
             if reason:
                 error(reason)
                 return 130 if pressed else 1
+            note_line = unverified_note(status)
+            if note_line:
+                note(f"WARNING: {note_line}")
             return 0
 
         api = Transfer()
@@ -273,6 +297,16 @@ class TransferCommand(PluginCommand):
         elif arguments["delete"]:
             for key in api.delete(arguments["--target"], recursive=recursive):
                 print(f"deleted {key}")
+        elif arguments["check"]:
+            report = api.check(arguments["--source"], arguments["--target"], recursive, bool(arguments["--download"]))
+            print_rows(report["differences"], CHECK_ORDER, output, "")
+            summary = (f"{report['objects_source']} objects at the source: {report['same']} same, "
+                       f"{report['different']} different, {report['missing']} missing, {report['unproven']} "
+                       f"unproven; {report['extra']} extra at the target")
+            if not report["ok"]:
+                error(f"check failed: {summary}")
+                return 1
+            note(f"check passed: {summary}")
         elif arguments["cancel"]:
             print_status(api.cancel(arguments["--id"]), output)
         elif arguments["cleanup"]:

@@ -1,19 +1,30 @@
 """AWS S3 (and S3-compatible endpoints such as moto) through boto3.
 
 Large objects go up as multipart uploads; an aborted upload leaves nothing visible. A
-single-part ETag is the object's MD5; a multipart ETag is not, so it is not reported as one.
+single-part ETag is the object's MD5 (unless the object is encrypted with KMS or a customer key);
+a multipart ETag is the MD5 of its parts' MD5s, which proves the bytes when they are read along
+the same part boundaries (HeadObject with PartNumber tells them).
+
+Each part carries its Content-MD5, which S3 and every S3-compatible store check (and answer as the
+part's ETag). On AWS itself (no endpoint_url), a part whose MD5 was not computed for the proof
+carries a CRC64NVME instead, and the upload's full-object CRC64NVME is checked on completion;
+`checksum: md5` or `checksum: crc64nvme` in the storage's credentials chooses explicitly.
 """
 import base64
 import contextlib
-import hashlib
+import re
+from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator
 
 import boto3
 from botocore.config import Config
+from awscrt import checksums
 from botocore.exceptions import BotoCoreError, ClientError
+from botocore.parsers import ResponseParserError
 
 from cloudmesh.transfer.config import StorageConfig
 from cloudmesh.transfer.errors import ConfigError, IntegrityError, NotFound, TransferError
+from cloudmesh.transfer.integrity import Claim, Proof, composite_etag, crc64, crc64nvme_header, md5_hex, part_record
 from cloudmesh.transfer.providers import http
 from cloudmesh.transfer.providers.base import (MiB, ObjectInfo, Part, Reader, Resumable, ServerCopy, SignedURLs,
                                                Storage, Upload)
@@ -23,7 +34,14 @@ CREDENTIAL_ERRORS = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenie
                      "InvalidToken", "ExpiredToken"}
 
 
-MD5_METADATA = "md5"
+MD5_METADATA = "md5"  # the whole-object MD5 (hex) this tool stores with a multipart object
+RCLONE_MD5_METADATA = "md5chksum"  # the same, as rclone stores it (base64); read, and passed on
+S3ETAG_METADATA = "cmtransfer_s3etag"  # the S3 multipart ETag of the bytes, stored with copies of them
+OWN_METADATA = (MD5_METADATA, S3ETAG_METADATA)
+MULTIPART_ETAG = re.compile(r"^[0-9a-f]{32}-([1-9][0-9]*)$")
+CHECKSUMS = ("md5", "crc64nvme")
+CHECKSUM_TYPES = {"ChecksumCRC64NVME": "crc64nvme", "ChecksumCRC32C": "crc32c", "ChecksumCRC32": "crc32"}
+LAYOUT_LOOKUPS = 16  # HeadObject requests at once when every part's size is asked for
 
 
 def md5_of(etag: str | None) -> str | None:
@@ -32,20 +50,28 @@ def md5_of(etag: str | None) -> str | None:
     return etag if len(etag) == 32 and "-" not in etag else None
 
 
-def composite_etag(part_md5s: list[bytes]) -> str:
-    """The ETag S3 gives an object completed from parts with these MD5s."""
-    return f"{hashlib.md5(b''.join(part_md5s)).hexdigest()}-{len(part_md5s)}"
+def multipart_etag(etag: str | None) -> str | None:
+    etag = (etag or "").strip('"')
+    return etag if MULTIPART_ETAG.match(etag) else None
+
+
+def encrypted(entry) -> bool:
+    """Whether S3 encrypts the object with KMS or a customer key, so that its ETag is no MD5."""
+    get = entry.get
+    kms = str(get("ServerSideEncryption") or get("x-amz-server-side-encryption") or "").startswith("aws:kms")
+    return kms or bool(get("SSECustomerAlgorithm") or get("x-amz-server-side-encryption-customer-algorithm"))
 
 
 def user_metadata(metadata: dict) -> dict:
-    """The user's metadata, without the whole-object MD5 this provider keeps there."""
-    return {k: v for k, v in metadata.items() if k != MD5_METADATA}
+    """The user's metadata, without the checksums this provider keeps there."""
+    return {k: v for k, v in metadata.items() if k.lower() not in OWN_METADATA}
 
 
 class S3Upload(Upload):
-    """A multipart upload. Each part's ETag must be the MD5 we sent, and the completed object's
-    ETag must be the MD5 of those MD5s, so S3 confirms every byte it stored. S3 keeps the parts
-    of an open upload (and bills them) until it is completed or aborted."""
+    """A multipart upload. A part sent with its MD5 must come back with that MD5 as its ETag, and
+    when every part had one the completed object's ETag must be the MD5 of those MD5s; with
+    CRC64NVME (AWS), S3 checks each part's CRC and the whole object's on completion. S3 keeps the
+    parts of an open upload (and bills them) until it is completed or aborted."""
 
     keeps_parts = True
 
@@ -54,37 +80,52 @@ class S3Upload(Upload):
         self.storage, self.key, self.upload_id, self.token = storage, key, upload_id, upload_id
         self.uploaded = uploaded or {}
         self.completed = completed  # an earlier run completed it but was stopped before recording that
-        self.parts: dict[int, bytes] = {}
+        self.crc = storage.part_checksum == "crc64nvme"
+        self.parts: dict[int, tuple[str, bytes | None, int | None, int]] = {}  # ETag, MD5, CRC64, size
 
-    def keep(self, number: int) -> None:
-        self.parts[number] = bytes.fromhex(self.uploaded[number].md5)
+    def keep(self, number: int, data: bytes) -> None:
+        md5 = bytes.fromhex(self.uploaded[number].md5)
+        self.parts[number] = (f'"{md5.hex()}"', md5, crc64(data) if self.crc else None, len(data))
 
-    def put_part(self, number: int, offset: int, data: bytes, md5: bytes) -> None:
+    def put_part(self, number: int, offset: int, data: bytes, md5: bytes | None) -> str | None:
+        checks = {"ContentMD5": base64.b64encode(md5).decode()} if md5 else {}
+        crc = crc64(data) if self.crc else None
+        if crc is not None:
+            checks["ChecksumCRC64NVME"] = crc64nvme_header(crc)
         with self.storage.errors(self.key):
             response = self.storage.client.upload_part(
                 Bucket=self.storage.bucket, Key=self.key, UploadId=self.upload_id,
-                PartNumber=number, Body=data, ContentMD5=base64.b64encode(md5).decode())
-        if md5_of(response["ETag"]) != md5.hex():
+                PartNumber=number, Body=data, **checks)
+        if md5 and md5_of(response["ETag"]) != md5.hex():
             raise IntegrityError(f"S3 stored other bytes for part {number} of '{self.storage.name}:{self.key}'")
-        self.parts[number] = md5
+        self.parts[number] = (response["ETag"], md5, crc, len(data))
+        return part_record(md5, crc)
 
-    def complete(self, md5: bytes) -> None:
+    def complete(self, md5: bytes | None) -> None:
         """Complete the upload. When the answer to a first try was lost and the retry finds the
         upload gone (NoSuchUpload), the object S3 holds now must carry the expected ETag."""
         numbers = sorted(self.parts)
-        parts = [{"PartNumber": n, "ETag": f'"{self.parts[n].hex()}"'} for n in numbers]
-        expected = composite_etag([self.parts[n] for n in numbers])
+        parts = [{"PartNumber": n, "ETag": self.parts[n][0]} for n in numbers]
+        checks = {}
+        if self.crc:
+            whole = 0
+            for entry, n in zip(parts, numbers):
+                whole = checksums.combine_crc64nvme(whole, self.parts[n][2], self.parts[n][3])
+                entry["ChecksumCRC64NVME"] = crc64nvme_header(self.parts[n][2])
+            checks = {"ChecksumCRC64NVME": crc64nvme_header(whole), "ChecksumType": "FULL_OBJECT"}
+        md5s = [self.parts[n][1] for n in numbers]
+        expected = composite_etag(md5s) if all(md5s) else None
         try:
             if self.completed:
                 raise NotFound(f"upload of '{self.key}' completed already")
             with self.storage.errors(self.key):
                 etag = self.storage.client.complete_multipart_upload(
                     Bucket=self.storage.bucket, Key=self.key, UploadId=self.upload_id,
-                    MultipartUpload={"Parts": parts}).get("ETag", "")
+                    MultipartUpload={"Parts": parts}, **checks).get("ETag", "")
         except NotFound:
             landed = self.storage.stat(self.key)
             etag = landed.etag if landed else ""
-        if etag.strip('"') != expected:
+        if expected and etag.strip('"') != expected:
             raise IntegrityError(f"S3 assembled '{self.storage.name}:{self.key}' from other parts than were sent")
 
     def abort(self) -> None:
@@ -99,11 +140,13 @@ class S3Storage(Storage, SignedURLs, ServerCopy, Resumable):
     max_object_size = 5 * 1024**4
     copy_object_limit = 5 * 1024 * MiB  # larger objects are copied part by part (UploadPartCopy)
 
-    def __init__(self, name: str, client, bucket: str, account: tuple = (), retry: Retry = Retry()):
+    def __init__(self, name: str, client, bucket: str, account: tuple = (), retry: Retry = Retry(),
+                 checksum: str = "md5"):
         super().__init__(name, retry)
         self.client = client
         self.bucket = bucket
         self.account = account  # (endpoint, access key id): storages that can read each other's buckets
+        self.part_checksum = checksum
 
     @classmethod
     def from_config(cls, config: StorageConfig, retry: Retry = Retry()) -> "S3Storage":
@@ -123,7 +166,11 @@ class S3Storage(Storage, SignedURLs, ServerCopy, Resumable):
                           request_checksum_calculation="when_required",
                           response_checksum_validation="when_required"),
         )
-        return cls(config.name, client, config.require("bucket"), (endpoint, config.require("access_key_id")), retry)
+        checksum = config.settings.get("checksum") or ("md5" if endpoint else "crc64nvme")
+        if checksum not in CHECKSUMS:
+            raise ConfigError(f"storage '{config.name}' has checksum '{checksum}'; it is one of {', '.join(CHECKSUMS)}")
+        return cls(config.name, client, config.require("bucket"), (endpoint, config.require("access_key_id")), retry,
+                   checksum)
 
     @contextlib.contextmanager
     def errors(self, key: str = ""):
@@ -132,14 +179,20 @@ class S3Storage(Storage, SignedURLs, ServerCopy, Resumable):
             yield
         except ClientError as e:
             raise self.error_for(str(e.response.get("Error", {}).get("Code", "")) or e.__class__.__name__, key) from None
+        except ResponseParserError:
+            raise TransferError(f"S3 answered storage '{self.name}' with a response that cannot be read "
+                                f"(malformed or corrupted in transit)") from None
         except BotoCoreError as e:
             raise TransferError(f"cannot reach S3 for storage '{self.name}': {e.__class__.__name__}") from None
 
     def info(self, key: str, entry: dict) -> ObjectInfo:
-        etag, metadata = entry.get("ETag"), entry.get("Metadata") or {}
+        """An object from a listing entry or a HeadObject answer (only the latter has metadata)."""
+        etag, metadata = entry.get("ETag"), {k.lower(): v for k, v in (entry.get("Metadata") or {}).items()}
+        stored = md5_hex(metadata.get(MD5_METADATA)) or md5_hex(metadata.get(RCLONE_MD5_METADATA))
         return ObjectInfo(key=key, size=entry.get("Size", entry.get("ContentLength", 0)),
                           mtime=entry["LastModified"].timestamp(), etag=etag,
-                          md5=md5_of(etag) or metadata.get(MD5_METADATA),
+                          md5=(None if encrypted(entry) else md5_of(etag)) or stored,
+                          s3etag=(None if encrypted(entry) else multipart_etag(etag)) or metadata.get(S3ETAG_METADATA),
                           content_type=entry.get("ContentType"), metadata=user_metadata(metadata))
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
@@ -197,29 +250,99 @@ class S3Storage(Storage, SignedURLs, ServerCopy, Resumable):
             raise
         return "server-copy"
 
-    def checksum(self, info: ObjectInfo) -> str | None:
-        """A listing shows no metadata, so a multipart object's MD5 takes a HEAD."""
+    def describe(self, info: ObjectInfo) -> ObjectInfo:
+        """A listing shows no metadata, so a multipart object's stored MD5 takes a HEAD."""
         if info.md5:
-            return info.md5
-        landed = self.stat(info.key)
-        return landed.md5 if landed else None
+            return info
+        return self.stat(info.key) or info
+
+    def part_sizes(self, info: ObjectInfo) -> tuple[int, ...] | None:
+        if not multipart_etag(info.etag):
+            return None
+        sizes, _ = self.layout(info.key, info.size, exact=False)
+        return sizes
+
+    def layout(self, key: str, size: int, exact: bool) -> tuple[tuple[int, ...] | None, bool]:
+        """The sizes of a multipart object's parts, and whether all but the last were assumed to
+        have the first one's size (what every common client writes). With `exact`, or when the first
+        part's size does not fit the object's size and part count, each part is looked up."""
+        with self.errors(key):
+            first = self.client.head_object(Bucket=self.bucket, Key=key, PartNumber=1)
+        count, part = first.get("PartsCount"), first["ContentLength"]
+        if not count:
+            return None, False
+        if count == 1:
+            return (size,), False
+        uniform = (count - 1) * part < size <= count * part
+        if uniform and (count == 2 or not exact):
+            return (part,) * (count - 1) + (size - (count - 1) * part,), count > 2
+
+        def part_size(number: int) -> int:
+            with self.errors(key):
+                return self.client.head_object(Bucket=self.bucket, Key=key, PartNumber=number)["ContentLength"]
+
+        with ThreadPoolExecutor(LAYOUT_LOOKUPS, thread_name_prefix="layout") as pool:
+            sizes = (part, *pool.map(part_size, range(2, count + 1)))
+        return (sizes, False) if sum(sizes) == size else (None, False)
+
+    def claim(self, key: str, headers, size: int, strict: bool) -> Claim:
+        """What proves the bytes of a whole object, from its GET answer: S3's own MD5 (a
+        single-part ETag), else an MD5 a writer stored (ours, or rclone's md5chksum; not with
+        `strict`), else the multipart ETag over the parts, else an additional checksum S3 keeps."""
+        etag = (headers.get("ETag") or "").strip('"')
+        hidden = encrypted(headers)
+        if md5_of(etag) and not hidden:
+            return Claim(Proof.MD5, etag, strict=True)
+        stored = md5_hex(headers.get(f"x-amz-meta-{MD5_METADATA}")) or \
+            md5_hex(headers.get(f"x-amz-meta-{RCLONE_MD5_METADATA}"))
+        if stored and not strict:
+            return Claim(Proof.MD5, stored)
+        if multipart_etag(etag) and not hidden:
+            sizes, assumed = self.layout(key, size, exact=strict)
+            if sizes:
+                return Claim(Proof.PARTS, etag, parts=sizes, assumed=assumed, strict=not assumed)
+        return self.checksum_claim(key, strict) or \
+            Claim(Proof.NONE, reason="S3 keeps no checksum of it that proves its bytes", strict=True)
+
+    def checksum_claim(self, key: str, strict: bool) -> Claim | None:
+        """An additional checksum S3 keeps of the object (CRC64NVME, CRC32C, CRC32), whole or composite."""
+        with self.errors(key):
+            head = self.client.head_object(Bucket=self.bucket, Key=key, ChecksumMode="ENABLED")
+        for field, algorithm in CHECKSUM_TYPES.items():
+            value = head.get(field)
+            if not value:
+                continue
+            value, _, count = value.partition("-")
+            if not count:
+                return Claim(Proof.CRC, value, algorithm=algorithm, strict=True)
+            sizes, assumed = self.layout(key, head["ContentLength"], exact=strict)
+            if sizes and len(sizes) == int(count):
+                return Claim(Proof.CRC, f"{value}-{count}", parts=sizes, assumed=assumed, algorithm=algorithm,
+                             strict=not assumed)
+        return None
 
     def check_bucket(self) -> None:
         with self.errors():
             self.client.head_bucket(Bucket=self.bucket)
 
-    def open(self, key: str, offset: int = 0, length: int | None = None) -> Reader:
+    def open(self, key: str, offset: int = 0, length: int | None = None, strict: bool = False) -> Reader:
         response = self.get(key, offset, length)
         metadata = http.metadata_from(response.headers, "x-amz-meta-")
-        whole = response.status == 200
         etag = response.headers.get("ETag")
-        md5 = (md5_of(etag) or metadata.get(MD5_METADATA)) if whole else None
 
         def rest(done: int):
             return self.get(key, offset + done, None if length is None else length - done, etag)
 
-        return http.HTTPReader(response, response.headers.get("Content-Type"), user_metadata(metadata), md5,
-                               rest, self.retry)
+        reader = http.HTTPReader(response, response.headers.get("Content-Type"), user_metadata(metadata), rest,
+                                 self.retry)
+        if response.status == 200:
+            try:
+                reader.claim = self.claim(key, response.headers, int(response.headers.get("Content-Length", 0)),
+                                          strict)
+            except BaseException:
+                reader.close()
+                raise
+        return reader
 
     def get(self, key: str, offset: int, length: int | None, etag: str | None = None):
         """A GET of the object or a range of it; with `etag`, only of that version of it."""
@@ -266,6 +389,8 @@ class S3Storage(Storage, SignedURLs, ServerCopy, Resumable):
         headers = self.headers(source)
         if source.md5:
             headers["Metadata"][MD5_METADATA] = source.md5
+        if self.part_checksum == "crc64nvme":
+            headers.update(ChecksumAlgorithm="CRC64NVME", ChecksumType="FULL_OBJECT")
         with self.errors(key):
             response = self.client.create_multipart_upload(Bucket=self.bucket, Key=key, **headers)
         return S3Upload(self, key, response["UploadId"])
@@ -301,7 +426,11 @@ class S3Storage(Storage, SignedURLs, ServerCopy, Resumable):
 
     @staticmethod
     def headers(source: ObjectInfo) -> dict:
+        """The content type and user metadata of an object written from `source`, with the S3
+        multipart ETag of its bytes where the source has one (so that copies compare by it)."""
         headers = {"Metadata": {k: str(v) for k, v in source.metadata.items()}}
+        if source.s3etag:
+            headers["Metadata"][S3ETAG_METADATA] = source.s3etag
         if source.content_type:
             headers["ContentType"] = source.content_type
         return headers

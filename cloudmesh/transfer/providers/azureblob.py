@@ -1,7 +1,16 @@
 """Azure Blob Storage (and Azurite) through azure-storage-blob.
 
-Large objects are staged as blocks (each checked by Content-MD5 on arrival) and become visible
-only when the block list is committed, with the whole object's MD5 set as its Content-MD5.
+Large objects are staged as blocks, each checked on arrival by its Content-MD5 (where the MD5 was
+computed for the proof) or else its CRC64, and become visible only when the block list is
+committed, with the whole object's MD5, where it is known, as its Content-MD5. A blob is proven
+by its Content-MD5, or, where it has none (blobs committed from blocks by most tools), by the
+MD5 Azure computes of each range of at most 4 MiB it sends.
+
+Metadata names that are not C# identifiers (S3's `project-name`, `dotted.key`, `9lives`) are
+kept as AzCopy's RenameIfInvalid keeps them: `rename_<name with _>` holds the value and
+`rename_key_<name with _>` the original name, and both are turned back on the way out. Folder
+markers (empty blobs with metadata hdi_isfolder=true, from the portal and ADLS Gen2) are folders,
+not objects.
 """
 import base64
 import contextlib
@@ -13,15 +22,17 @@ import time
 from datetime import datetime, timedelta, timezone
 from typing import Iterator
 from urllib.parse import quote, urlsplit
+from xml.etree.ElementTree import ParseError
 
 from azure.core import MatchConditions
-from azure.core.exceptions import (AzureError, ClientAuthenticationError, HttpResponseError, ResourceExistsError,
-                                   ResourceModifiedError)
+from azure.core.exceptions import (AzureError, ClientAuthenticationError, DecodeError, HttpResponseError,
+                                   ResourceExistsError, ResourceModifiedError)
 from azure.storage.blob import (BlobBlock, BlobSasPermissions, BlobServiceClient, ContainerSasPermissions,
                                 ContentSettings, ExponentialRetry, generate_blob_sas, generate_container_sas)
 
 from cloudmesh.transfer.config import StorageConfig
 from cloudmesh.transfer.errors import ConfigError, IntegrityError, NotFound, TransferError, UsageError
+from cloudmesh.transfer.integrity import RANGE_MD5_LIMIT, Claim, Proof, crc64, md5_hex, part_record
 from cloudmesh.transfer.providers import http
 from cloudmesh.transfer.providers.base import (MiB, ObjectInfo, Part, Reader, Resumable, ServerCopy, SignedURLs,
                                                Storage, Upload)
@@ -30,6 +41,52 @@ from cloudmesh.transfer.retry import Retry
 NOT_IMPLEMENTED = ("NotImplemented", "APINotImplemented")
 VERSION = {"x-ms-version": "2021-08-06"}  # the REST API version of the data requests sent over plain HTTP
 METADATA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+METADATA_VALUE = re.compile(r"^[\x20-\x7e]*$")  # what a header carries unchanged
+RENAMED, RENAMED_KEY = "rename_", "rename_key_"  # AzCopy's RenameIfInvalid names
+FOLDER_MARKER = "hdi_isfolder"
+S3ETAG_METADATA = "cmtransfer_s3etag"  # the S3 multipart ETag of the bytes, stored with copies of them
+
+
+def stored_metadata(metadata: dict) -> dict:
+    """User metadata as Azure keeps it: names that are not C# identifiers are renamed as AzCopy
+    does, values a header cannot carry are left out (see AzureStorage.lost_metadata)."""
+    stored = {}
+    for name, value in metadata.items():
+        value = str(value)
+        if not METADATA_VALUE.match(value):
+            continue
+        if METADATA_NAME.match(name):
+            stored[name] = value
+        else:
+            valid = re.sub(r"[^A-Za-z0-9_]", "_", name)
+            stored[f"{RENAMED}{valid}"], stored[f"{RENAMED_KEY}{valid}"] = value, name
+    return stored
+
+
+def user_metadata(stored: dict) -> dict:
+    """The user's metadata from what Azure keeps: renamed names turned back, this tool's own left out."""
+    metadata = {name: value for name, value in stored.items() if name.lower() != S3ETAG_METADATA}
+    for name in [n for n in metadata if n.lower().startswith(RENAMED_KEY)]:
+        valid = name[len(RENAMED_KEY):]
+        value = metadata.pop(f"{RENAMED}{valid}", None)
+        original = metadata.pop(name)
+        if value is not None:
+            metadata[original] = value
+    return metadata
+
+
+def folder_marker(blob) -> bool:
+    """An empty blob that stands for a folder (hdi_isfolder=true, as ADLS Gen2 and the portal make)."""
+    metadata = {k.lower(): v for k, v in (blob.metadata or {}).items()}
+    return not blob.size and str(metadata.get(FOLDER_MARKER, "")).lower() == "true"
+
+
+def whole_size(headers) -> int:
+    """The blob's size, from a ranged answer's Content-Range (bytes a-b/size) or a whole one's length."""
+    content_range = headers.get("Content-Range")
+    if content_range and "/" in content_range:
+        return int(content_range.rsplit("/", 1)[1])
+    return int(headers.get("Content-Length") or 0)
 
 
 def block_id(tag: str, number: int) -> str:
@@ -52,6 +109,11 @@ def md5_header(md5: bytes) -> dict:
     return {"Content-MD5": base64.b64encode(md5).decode()}
 
 
+def crc64_header(crc: int) -> dict:
+    """Azure's x-ms-content-crc64: the CRC-64/NVME of the body, little-endian, base64."""
+    return {"x-ms-content-crc64": base64.b64encode(crc.to_bytes(8, "little")).decode()}
+
+
 class AzureUpload(Upload):
     """Staged blocks, each checked by the service against its Content-MD5; committed in order.
     Azure keeps uncommitted blocks (and bills them) for a week unless they are discarded."""
@@ -65,18 +127,22 @@ class AzureUpload(Upload):
         self.uploaded = uploaded or {}
         self.numbers: set[int] = set()
 
-    def put_part(self, number: int, offset: int, data: bytes, md5: bytes) -> None:
+    def put_part(self, number: int, offset: int, data: bytes, md5: bytes | None) -> str | None:
+        """Put Block with its Content-MD5, or else its CRC64 (Azure takes one of the two, not both)."""
         wire_id = base64.b64encode(block_id(self.token, number).encode()).decode()
         url = self.storage.url(self.key, f"comp=block&blockid={quote(wire_id, safe='')}")
-        response = http.send("PUT", url, body=data, headers={**VERSION, **md5_header(md5)}, retry=self.storage.retry)
+        crc = None if md5 else crc64(data)
+        check = md5_header(md5) if md5 else crc64_header(crc)
+        response = http.send("PUT", url, body=data, headers={**VERSION, **check}, retry=self.storage.retry)
         if response.status != 201:
             self.storage.http_error(response, self.key)
         self.numbers.add(number)
+        return part_record(md5, crc)
 
-    def keep(self, number: int) -> None:
+    def keep(self, number: int, data: bytes) -> None:
         self.numbers.add(number)
 
-    def complete(self, md5: bytes) -> None:
+    def complete(self, md5: bytes | None) -> None:
         blocks = [BlobBlock(block_id(self.token, n)) for n in sorted(self.numbers)]
         with self.storage.errors(self.key):
             self.blob.commit_block_list(blocks, **self.storage.properties(self.source, md5))
@@ -98,12 +164,81 @@ class CappedRetry(ExponentialRetry):
         return random.uniform(0, min(self.retry.cap, self.retry.base * 2 ** max(settings["count"] - 1, 0)))
 
 
+class BlobReader(Reader):
+    """A whole blob and what proves it. The first range (at most 4 MiB) is asked for with its MD5;
+    its answer tells the blob's size and stored Content-MD5. A blob with a Content-MD5 is then read
+    in one stream and proven by it (unless `strict`); any other, range by range, each proven by
+    the MD5 Azure computed of it. Every request after the first is pinned to the first one's ETag."""
+
+    def __init__(self, storage: "AzureStorage", key: str, strict: bool):
+        self.storage, self.key = storage, key
+        response = storage.get(key, 0, RANGE_MD5_LIMIT, range_md5=True)
+        headers = response.headers
+        self.etag, self.size = headers.get("ETag"), whole_size(headers)
+        self.content_type = headers.get("Content-Type")
+        self.metadata = user_metadata(http.metadata_from(headers, "x-ms-meta-"))
+        stored = md5_hex(headers.get("x-ms-blob-content-md5") or
+                         (headers.get("Content-MD5") if response.status == 200 else None))
+        if response.status == 416:  # an empty blob has no first range
+            response.drain_conn()
+            response.release_conn()
+            response = storage.get(key, 0, None, self.etag)
+            stored = stored or md5_hex(response.headers.get("Content-MD5"))
+        self.ranged, self.segment = strict or not stored, RANGE_MD5_LIMIT
+        if strict and response.status == 206 and 2 <= self.size <= RANGE_MD5_LIMIT:
+            # Azurite answers a range that covers the whole blob with the stored Content-MD5, not
+            # the MD5 of the bytes, so a strict read asks for two halves instead
+            response.drain_conn()
+            response.release_conn()
+            self.segment = (self.size + 1) // 2
+            response = storage.get(key, 0, self.segment, self.etag, range_md5=True)
+        if self.ranged:
+            self.claim = Claim(Proof.RANGES, segment=self.segment, strict=True,
+                               ranges=[self.range_md5(response)] if response.status == 206 else [])
+        else:
+            self.claim = Claim(Proof.MD5, stored)
+        self.next = self.segment if response.status == 206 else self.size
+        self.current = self.piece(response, 0, min(self.segment, self.size) if response.status == 206 else None)
+
+    @staticmethod
+    def range_md5(response) -> bytes | None:
+        md5 = md5_hex(response.headers.get("Content-MD5"))
+        return bytes.fromhex(md5) if md5 else None
+
+    def piece(self, response, start: int, length: int | None) -> http.HTTPReader:
+        def rest(done: int):
+            return self.storage.get(self.key, start + done, None if length is None else length - done, self.etag)
+        return http.HTTPReader(response, self.content_type, self.metadata, rest, self.storage.retry)
+
+    def read(self, size: int) -> bytes:
+        while True:
+            data = self.current.read(size)
+            if data or self.next >= self.size:
+                return data
+            self.current.close()
+            start = self.next
+            if self.ranged:
+                length = min(self.segment, self.size - start)
+                response = self.storage.get(self.key, start, length, self.etag, range_md5=True)
+                self.claim.ranges.append(self.range_md5(response))
+            else:
+                length = None
+                response = self.storage.get(self.key, start, None, self.etag)
+            self.next = self.size if length is None else start + length
+            self.current = self.piece(response, start, length)
+
+    def close(self) -> None:
+        self.current.close()
+
+
 class AzureStorage(Storage, SignedURLs, ServerCopy, Resumable):
     kind = "azureblob"
     min_part_size = 1
     max_part_size = 4000 * MiB
     max_parts = 50_000
     max_object_size = 50_000 * 4000 * MiB
+    part_checksum = "crc64"
+    keeps_md5 = True
 
     def __init__(self, name: str, service: BlobServiceClient, container: str, retry: Retry = Retry()):
         super().__init__(name, retry)
@@ -140,6 +275,9 @@ class AzureStorage(Storage, SignedURLs, ServerCopy, Resumable):
         """Turn the SDK's errors into one-line TransferErrors that name the storage, not secrets."""
         try:
             yield
+        except (DecodeError, UnicodeDecodeError, ParseError) as e:
+            raise TransferError(f"Azure answered storage '{self.name}' with a response that cannot be read "
+                                f"({e.__class__.__name__}: malformed or corrupted in transit)") from None
         except (ClientAuthenticationError, HttpResponseError) as e:
             code = code_of(e) or str(getattr(e, "status_code", "") or e.__class__.__name__)
             status = 403 if isinstance(e, ClientAuthenticationError) else e.status_code
@@ -215,27 +353,45 @@ class AzureStorage(Storage, SignedURLs, ServerCopy, Resumable):
             raise UsageError(f"object name {key!r} cannot be stored as an Azure blob name")
 
     def info(self, blob) -> ObjectInfo:
-        settings = blob.content_settings
+        settings, metadata = blob.content_settings, blob.metadata or {}
         md5 = bytes(settings.content_md5).hex() if settings.content_md5 else None
+        s3etag = next((v for k, v in metadata.items() if k.lower() == S3ETAG_METADATA), None)
         return ObjectInfo(key=blob.name, size=blob.size, mtime=blob.last_modified.timestamp(), md5=md5,
-                          etag=blob.etag, content_type=settings.content_type, metadata=blob.metadata or {})
+                          etag=blob.etag, content_type=settings.content_type, metadata=user_metadata(metadata),
+                          s3etag=s3etag)
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        """Every blob under the folder, without folder markers."""
         start = f"{prefix}/" if prefix else None
         with self.errors(prefix):
             for blob in self.container.list_blobs(name_starts_with=start, include=["metadata"]):
-                yield self.info(blob)
+                if not folder_marker(blob) and not (blob.name.endswith("/") and not blob.size):
+                    yield self.info(blob)
 
-    def stat(self, key: str) -> ObjectInfo | None:
-        if not key:
-            return None
+    def properties_of(self, key: str):
+        """The blob's properties, or None when there is none (NotFound for a missing container)."""
         try:
             with self.errors(key):
-                return self.info(self.container.get_blob_client(key).get_blob_properties())
+                return self.container.get_blob_client(key).get_blob_properties()
         except NotFound:
             with self.errors():
                 self.container.get_container_properties()
             return None
+
+    def stat(self, key: str) -> ObjectInfo | None:
+        if not key:
+            return None
+        blob = self.properties_of(key)
+        return self.info(blob) if blob is not None and not folder_marker(blob) else None
+
+    def is_folder(self, prefix: str) -> bool:
+        if super().is_folder(prefix):
+            return True
+        marker = self.properties_of(prefix)
+        return marker is not None and folder_marker(marker)
+
+    def lost_metadata(self, info: ObjectInfo) -> tuple[str, ...]:
+        return tuple(name for name, value in info.metadata.items() if not METADATA_VALUE.match(str(value)))
 
     def sas(self) -> str:
         """A container SAS for the data requests, signed with the account key and renewed hourly
@@ -279,33 +435,40 @@ class AzureStorage(Storage, SignedURLs, ServerCopy, Resumable):
             return ConfigError(f"storage '{self.name}' rejected its credentials ({code})")
         return TransferError(f"Azure error on {where}: {code}")
 
-    def open(self, key: str, offset: int = 0, length: int | None = None) -> Reader:
+    def open(self, key: str, offset: int = 0, length: int | None = None, strict: bool = False) -> Reader:
+        if not offset and length is None:
+            return BlobReader(self, key, strict)
         response = self.get(key, offset, length)
-        stored = response.headers.get("Content-MD5") if response.status == 200 else None
         etag = response.headers.get("ETag")
 
         def rest(done: int):
             return self.get(key, offset + done, None if length is None else length - done, etag)
 
         return http.HTTPReader(response, response.headers.get("Content-Type"),
-                               http.metadata_from(response.headers, "x-ms-meta-"),
-                               base64.b64decode(stored).hex() if stored else None, rest, self.retry)
+                               user_metadata(http.metadata_from(response.headers, "x-ms-meta-")), rest, self.retry)
 
-    def get(self, key: str, offset: int, length: int | None, etag: str | None = None):
-        """A GET of the blob or a range of it; with `etag`, only of that version of it."""
+    def get(self, key: str, offset: int, length: int | None, etag: str | None = None, range_md5: bool = False):
+        """A GET of the blob or a range of it; with `etag`, only of that version of it; with
+        `range_md5`, asking Azure for the MD5 of the range (and taking 416, the answer for an empty blob)."""
         headers = {**VERSION, **http.byte_range(offset, length), **({"If-Match": etag} if etag else {})}
+        if range_md5:
+            headers["x-ms-range-get-content-md5"] = "true"
         response = http.send("GET", self.url(key), headers=headers, stream=True, retry=self.retry)
-        if response.status not in (200, 206):
+        if response.status not in (200, 206) and not (range_md5 and response.status == 416):
             response.data  # read the error body, which names the error, before it is parsed
             self.http_error(response, key)
         return response
 
     @staticmethod
     def properties(source: ObjectInfo, md5: bytes | None) -> dict:
-        metadata = {k.replace("-", "_"): str(v) for k, v in source.metadata.items()}
+        """Content type, Content-MD5 and metadata of a blob written from `source`, with the S3
+        multipart ETag of its bytes where the source has one (so that copies compare by it)."""
+        metadata = stored_metadata(source.metadata)
+        if source.s3etag:
+            metadata[S3ETAG_METADATA] = source.s3etag
         return {"content_settings": ContentSettings(content_type=source.content_type or "application/octet-stream",
                                                     content_md5=bytearray(md5) if md5 else None),
-                "metadata": {k: v for k, v in metadata.items() if METADATA_NAME.match(k)}}
+                "metadata": metadata}
 
     def put(self, key: str, data: bytes, source: ObjectInfo, md5: bytes) -> None:
         properties = self.properties(source, md5)

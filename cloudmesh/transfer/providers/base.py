@@ -1,9 +1,10 @@
 """The storage interface every provider implements, in the spirit of rclone's Fs/Object.
 
-A provider lists, stats, reads as a stream, writes whole small objects or uploads large ones in
-parts (visible only after `complete`), and deletes. Keys are '/'-separated paths inside the
-storage's bucket, container or directory. Optional capabilities are extra methods that the
-engine detects with `hasattr`, never by the provider's kind.
+A provider lists, stats, reads as a stream (saying by what the bytes read can be proven, see
+integrity.py), writes whole small objects or uploads large ones in parts (visible only after
+`complete`), and deletes. Keys are '/'-separated paths inside the storage's bucket, container or
+directory. Optional capabilities are mixin classes (SignedURLs, ServerCopy, Resumable) that the
+engine detects with `isinstance`, never by the provider's kind.
 """
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -11,6 +12,7 @@ from typing import Iterator
 
 from cloudmesh.transfer.config import StorageConfig
 from cloudmesh.transfer.errors import UsageError
+from cloudmesh.transfer.integrity import Claim, Proof
 from cloudmesh.transfer.retry import Retry
 
 MiB = 1024 * 1024
@@ -18,7 +20,9 @@ MiB = 1024 * 1024
 
 @dataclass
 class ObjectInfo:
-    """What a storage knows of one object; `md5` is the whole-object MD5 (hex) when known."""
+    """What a storage knows of one object. `md5` is the whole-object MD5 (hex) when the storage
+    keeps one; `s3etag` the S3 multipart ETag of these bytes (an S3 multipart object's own ETag, or
+    the one this tool stored beside a copy of such an object), by which two copies compare."""
 
     key: str
     size: int
@@ -27,14 +31,16 @@ class ObjectInfo:
     etag: str | None = None
     content_type: str | None = None
     metadata: dict = field(default_factory=dict)
+    s3etag: str | None = None
 
 
 class Reader(ABC):
-    """An open object being read: its content type, metadata and claimed MD5, then its bytes."""
+    """An open object being read: its content type, metadata and the claim its bytes are proven
+    by (integrity.Claim), then its bytes."""
 
     content_type: str | None = None
     metadata: dict = {}
-    md5: str | None = None
+    claim: Claim = Claim(Proof.NONE, reason="its storage makes no claim about its bytes")
 
     @abstractmethod
     def read(self, size: int) -> bytes:
@@ -65,17 +71,21 @@ class Upload(ABC):
     keeps_parts: bool = False
 
     @abstractmethod
-    def put_part(self, number: int, offset: int, data: bytes, md5: bytes) -> None:
-        """Store part `number` (1-based) that starts at byte `offset`; `md5` is its digest, which the
-        target checks (IntegrityError when the bytes that arrived differ). Parts may come in parallel."""
+    def put_part(self, number: int, offset: int, data: bytes, md5: bytes | None) -> str | None:
+        """Store part `number` (1-based) that starts at byte `offset`, with a checksum the target
+        checks on arrival (IntegrityError when the bytes that arrived differ): `md5` where it is at
+        hand, else the storage's `part_checksum`. Parts may come in parallel. Returns the part's
+        checksum as a resumed run compares it (see integrity.part_matches), or None."""
 
-    def keep(self, number: int) -> None:
-        """Count part `number` of `uploaded` in the object instead of sending it again."""
+    def keep(self, number: int, data: bytes) -> None:
+        """Count part `number` of `uploaded` (whose bytes are `data`) in the object instead of
+        sending it again."""
         raise NotImplementedError(f"{self.__class__.__name__} has no uploaded parts to keep")
 
     @abstractmethod
-    def complete(self, md5: bytes) -> None:
-        """Make the object visible from its parts; `md5` is the digest of the whole object."""
+    def complete(self, md5: bytes | None) -> None:
+        """Make the object visible from its parts; `md5` is the digest of the whole object, where
+        it was computed (it is then stored with the object)."""
 
     @abstractmethod
     def abort(self) -> None:
@@ -91,6 +101,9 @@ class Storage(ABC):
     max_parts: int = 2**31
     max_object_size: int = 2**62
     max_key_bytes: int = 1024
+    part_checksum: str | None = None  # what a part carries when its MD5 is not at hand: "md5" (required), a CRC, or nothing
+    keeps_md5: bool = False  # whether the whole object's MD5, when computed, is stored with it
+    reads_cheaply: bool = False  # whether reading an object costs no transfer (local disk): compared by reading
 
     def __init__(self, name: str, retry: Retry = Retry()):
         self.name, self.retry = name, retry
@@ -110,8 +123,10 @@ class Storage(ABC):
         """The object at `key`, or None when there is none."""
 
     @abstractmethod
-    def open(self, key: str, offset: int = 0, length: int | None = None) -> Reader:
-        """Open the object at `key` (or a byte range of it) for reading; NotFound when it does not exist."""
+    def open(self, key: str, offset: int = 0, length: int | None = None, strict: bool = False) -> Reader:
+        """Open the object at `key` (or a byte range of it) for reading; NotFound when it does not
+        exist. A whole object's reader carries the claim it is proven by: with `strict`, only what
+        the service itself computed (never an MD5 some writer stored), with exact part sizes."""
 
     @abstractmethod
     def put(self, key: str, data: bytes, source: ObjectInfo, md5: bytes) -> None:
@@ -126,9 +141,17 @@ class Storage(ABC):
     def delete(self, key: str) -> None:
         """Remove the object at `key`."""
 
-    def checksum(self, info: ObjectInfo) -> str | None:
-        """The whole-object MD5 (hex) of a listed object, fetched or computed where this kind can."""
-        return info.md5
+    def describe(self, info: ObjectInfo) -> ObjectInfo:
+        """A listed object with what a lookup adds (S3 lists no metadata, so no stored MD5)."""
+        return info
+
+    def part_sizes(self, info: ObjectInfo) -> tuple[int, ...] | None:
+        """The sizes of the parts behind `info.s3etag`, where the storage can tell (S3)."""
+        return None
+
+    def lost_metadata(self, info: ObjectInfo) -> tuple[str, ...]:
+        """The names of `info`'s metadata that this storage cannot keep (so that it is never lost silently)."""
+        return ()
 
     def check_key(self, key: str) -> None:
         """Raise UsageError when `key` cannot be stored here; the common rules for every kind."""

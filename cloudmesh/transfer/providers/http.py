@@ -81,9 +81,9 @@ class HTTPReader(Reader):
     `reopen(bytes_read)` asks for the rest (of the same version of the object) and reading goes on."""
 
     def __init__(self, response: urllib3.BaseHTTPResponse, content_type: str | None, metadata: dict,
-                 md5: str | None, reopen: Callable[[int], urllib3.BaseHTTPResponse], retry: Retry = Retry()):
+                 reopen: Callable[[int], urllib3.BaseHTTPResponse], retry: Retry = Retry()):
         self.response, self.reopen, self.retry, self.position = response, reopen, retry, 0
-        self.content_type, self.metadata, self.md5 = content_type, metadata, md5
+        self.content_type, self.metadata = content_type, metadata
 
     def read(self, size: int) -> bytes:
         pauses = None

@@ -3,7 +3,7 @@
 Uploads go to a hidden `.partial` file beside the target and are renamed into place on complete,
 so a reader never sees a half-written file.
 """
-import hashlib
+import errno
 import mimetypes
 import os
 import secrets
@@ -12,13 +12,18 @@ from typing import Iterator
 
 from cloudmesh.transfer.config import StorageConfig
 from cloudmesh.transfer.errors import IntegrityError, NotFound, TransferError, UsageError
-from cloudmesh.transfer.providers.base import MiB, ObjectInfo, Reader, Resumable, Storage, Upload
+from cloudmesh.transfer.integrity import Claim, Proof
+from cloudmesh.transfer.providers.base import ObjectInfo, Reader, Resumable, Storage, Upload
 from cloudmesh.transfer.retry import Retry
 
 PARTIAL_SUFFIX = ".cmtransfer.partial"
 
 
 class LocalReader(Reader):
+    """A file's bytes; what was read from disk is the source, so it proves itself."""
+
+    claim = Claim(Proof.READ, strict=True)
+
     def __init__(self, path: Path, offset: int, length: int | None):
         self.file = open(path, "rb")
         self.file.seek(offset)
@@ -48,13 +53,13 @@ class LocalUpload(Upload):
         path.parent.mkdir(parents=True, exist_ok=True)
         self.fd = os.open(self.partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
 
-    def put_part(self, number: int, offset: int, data: bytes, md5: bytes) -> None:
+    def put_part(self, number: int, offset: int, data: bytes, md5: bytes | None) -> None:
         view = memoryview(data)
         while view:
             written = os.pwrite(self.fd, view, offset)
             view, offset = view[written:], offset + written
 
-    def complete(self, md5: bytes) -> None:
+    def complete(self, md5: bytes | None) -> None:
         size = os.fstat(self.fd).st_size
         os.close(self.fd)
         self.fd = None
@@ -74,6 +79,8 @@ class LocalUpload(Upload):
 class LocalStorage(Storage, Resumable):
     kind = "local"
     max_key_bytes = 4096
+    keeps_md5 = True  # not stored, but recorded: the MD5 of what was written
+    reads_cheaply = True
 
     def __init__(self, name: str, root: Path, retry: Retry = Retry()):
         super().__init__(name, retry)
@@ -128,13 +135,9 @@ class LocalStorage(Storage, Resumable):
                 if path.is_file() and self.inside(path):
                     yield self.info(path.relative_to(self.root).as_posix(), path)
 
-    def checksum(self, info: ObjectInfo) -> str | None:
-        """Local files carry no stored MD5, so it is computed by reading the file."""
-        digest = hashlib.md5()
-        with open(self.path(info.key), "rb") as f:
-            while chunk := f.read(MiB):
-                digest.update(chunk)
-        return digest.hexdigest()
+    def lost_metadata(self, info: ObjectInfo) -> tuple[str, ...]:
+        """A file keeps no metadata (its content type comes from its name)."""
+        return tuple(sorted(info.metadata))
 
     def is_folder(self, prefix: str) -> bool:
         return self.path(prefix).is_dir()
@@ -143,7 +146,7 @@ class LocalStorage(Storage, Resumable):
         path = self.path(key)
         return self.info(key, path) if key and path.is_file() else None
 
-    def open(self, key: str, offset: int = 0, length: int | None = None) -> Reader:
+    def open(self, key: str, offset: int = 0, length: int | None = None, strict: bool = False) -> Reader:
         path = self.path(key)
         if not path.is_file():
             raise NotFound(f"'{self.name}:{key}' does not exist")
@@ -162,10 +165,17 @@ class LocalStorage(Storage, Resumable):
         self.check_key(key)
         path = self.path(key)
         if path.is_dir():
-            raise TransferError(f"'{self.name}:{key}' is a folder; cannot write a file there")
+            raise TransferError(f"cannot write '{self.name}:{key}': it is a folder, so it cannot also be a file "
+                                f"(the source has both '{key}' and objects under '{key}/')")
         try:
             return LocalUpload(path, source)
         except OSError as e:
+            if e.errno in (errno.EEXIST, errno.ENOTDIR):
+                blocking = next((p for p in path.parents if p.is_file()), None)
+                if blocking is not None:
+                    name = blocking.relative_to(self.root).as_posix()
+                    raise TransferError(f"cannot write '{self.name}:{key}': '{name}' is a file, so it cannot "
+                                        f"also be a folder (the source has both '{name}' and '{key}')") from None
             raise TransferError(f"cannot write under '{self.name}:{key}': {e.strerror}") from None
 
     def resume_upload(self, key: str, source: ObjectInfo, token: str, recorded: dict[int, str]) -> Upload | None:

@@ -13,7 +13,9 @@ from pathlib import Path
 STATES = ("running", "interrupted", "completed", "failed", "cancelled")
 # A transfer is stored as running, completed, failed or cancelled; a running one whose owner is gone
 # reads as "interrupted". Objects are "pending" until settled as "done", "skipped" (already in
-# place) or "failed"; a moved object is "copied" between its verified copy and its source's delete.
+# place), "unverified" (copied, but nothing proves its bytes) or "failed"; a moved object is
+# "copied" between its verified copy and its source's delete.
+SETTLED = ("done", "skipped", "unverified")  # object states a resume leaves alone
 
 HEARTBEAT = 1.0  # seconds between a running transfer's lease renewals
 LEASE = 30.0  # a running transfer whose lease is this old has lost its owner (e.g. on another host)
@@ -56,8 +58,10 @@ def iso(seconds: float | None) -> str | None:
     return datetime.fromtimestamp(seconds, timezone.utc).isoformat(timespec="seconds") if seconds else None
 
 
-def status_view(transfer: dict, counts: dict, errors: list[dict]) -> dict:
-    """The public status of a transfer (the JSON of `status --id`) from its row and object totals."""
+def status_view(transfer: dict, counts: dict, notes: list[dict]) -> dict:
+    """The public status of a transfer (the JSON of `status --id`) from its row, its object totals
+    and the objects with something to say (path, state, message, warning: failed or unverified
+    ones, and those with a warning), in plan order."""
     finished = transfer.get("finished")
     end = finished or time.time()
     state = state_of(transfer)
@@ -76,9 +80,11 @@ def status_view(transfer: dict, counts: dict, errors: list[dict]) -> dict:
         "objects_done": counts["objects_done"],
         "objects_failed": counts["objects_failed"],
         "objects_skipped": counts["objects_skipped"],
+        "objects_unverified": counts["objects_unverified"],
         "bytes_total": counts["bytes_total"],
         "bytes_done": counts["bytes_done"],
         "methods": counts["methods"],
+        "proofs": counts["proofs"],
         "started": iso(transfer["started"]),
         "finished": iso(finished),
         "seconds": round(end - transfer["started"], 3),
@@ -86,7 +92,9 @@ def status_view(transfer: dict, counts: dict, errors: list[dict]) -> dict:
         "host": transfer.get("host"),
         "pid": transfer.get("pid"),
         "uploads_open": counts.get("uploads_open", 0),
-        "errors": errors,
+        "errors": [{"path": n["path"], "message": n["message"]} for n in notes if n["state"] == "failed"],
+        "unverified": [{"path": n["path"], "message": n["message"]} for n in notes if n["state"] == "unverified"],
+        "warnings": [{"path": n["path"], "message": n["warning"]} for n in notes if n.get("warning")],
     }
 
 
@@ -117,8 +125,8 @@ class Records(ABC):
 
     @abstractmethod
     def update_object(self, transfer_id: str, path: str, **fields) -> None:
-        """Change an object's state, bytes_done, md5, method, message, upload token or part_size,
-        or (when its source changed) its size, etag and mtime."""
+        """Change an object's state, bytes_done, md5, method, proof, message, warning, upload token
+        or part_size, or (when its source changed) its size, etag and mtime."""
 
     @abstractmethod
     def part_done(self, transfer_id: str, path: str, upload: str, number: int, md5: str, bytes_done: int) -> None:

@@ -21,13 +21,14 @@ import pymongo
 from pymongo.errors import ConfigurationError, ConnectionFailure, DuplicateKeyError, OperationFailure, PyMongoError
 
 from cloudmesh.transfer.errors import Conflict, ConfigError, IdInUse, NotFound, TransferError
-from cloudmesh.transfer.records.base import Records, owner_alive, state_of, statistic_view, status_view
+from cloudmesh.transfer.records.base import SETTLED, Records, owner_alive, state_of, statistic_view, status_view
 
 TRANSFER_FIELDS = ("state", "source", "target", "route", "copy", "recursive", "started", "finished", "host", "pid",
                    "message", "owner", "heartbeat", "cancel")
 OBJECT_COLUMNS = ("transfer_id", "seq", "path", "source_key", "target_key", "size", "state", "bytes_done", "md5",
-                  "method", "message", "etag", "mtime", "upload", "part_size")
-OBJECT_FIELDS = {"state", "bytes_done", "md5", "method", "message", "size", "etag", "mtime", "upload", "part_size"}
+                  "method", "proof", "message", "warning", "etag", "mtime", "upload", "part_size")
+OBJECT_FIELDS = {"state", "bytes_done", "md5", "method", "proof", "message", "warning", "size", "etag", "mtime",
+                 "upload", "part_size"}
 NEWEST_FIRST = [("started", pymongo.DESCENDING), ("_id", pymongo.ASCENDING)]
 INDEXES = {
     "objects": [([("transfer_id", 1), ("path", 1)], {"unique": True, "name": "transfer_path"}),
@@ -165,8 +166,8 @@ class MongoRecords(Records):
             self.objects_.insert_many(
                 [{"transfer_id": transfer["id"], "seq": seq, "path": o["path"], "source_key": o["source_key"],
                   "target_key": o["target_key"], "size": o["size"], "state": "pending", "bytes_done": 0, "md5": None,
-                  "method": None, "message": None, "etag": o.get("etag"), "mtime": o.get("mtime"), "upload": None,
-                  "part_size": None} for seq, o in enumerate(objects)])
+                  "method": None, "proof": None, "message": None, "warning": None, "etag": o.get("etag"),
+                  "mtime": o.get("mtime"), "upload": None, "part_size": None} for seq, o in enumerate(objects)])
         except BaseException:
             try:
                 self.objects_.delete_many({"transfer_id": transfer["id"]})
@@ -231,7 +232,7 @@ class MongoRecords(Records):
             raise ValueError(f"unknown object fields {sorted(unknown)}")
         if fields:
             self.objects_.update_one({"transfer_id": transfer_id, "path": path}, {"$set": fields})
-        if fields.get("state") in ("done", "skipped"):
+        if fields.get("state") in SETTLED:
             self.parts_.delete_many({"transfer_id": transfer_id, "path": path})
 
     @guarded
@@ -244,10 +245,11 @@ class MongoRecords(Records):
         """Status views of transfer documents: three queries over their objects, however many."""
         ids = [doc["_id"] for doc in docs]
         counts = {tid: {"objects_total": 0, "objects_done": 0, "objects_failed": 0, "objects_skipped": 0,
-                        "bytes_total": 0, "bytes_done": 0, "uploads_open": 0, "methods": {}} for tid in ids}
+                        "objects_unverified": 0, "bytes_total": 0, "bytes_done": 0, "uploads_open": 0, "methods": {},
+                        "proofs": {}} for tid in ids}
         groups = self.objects_.aggregate([
             {"$match": {"transfer_id": {"$in": ids}}},
-            {"$group": {"_id": {"transfer": "$transfer_id", "state": "$state", "method": "$method"},
+            {"$group": {"_id": {"transfer": "$transfer_id", "state": "$state", "method": "$method", "proof": "$proof"},
                         "objects": {"$sum": 1}, "size": {"$sum": "$size"}, "bytes_done": {"$sum": "$bytes_done"}}}])
         for group in groups:
             key = group["_id"]
@@ -255,25 +257,30 @@ class MongoRecords(Records):
             count["objects_total"] += group["objects"]
             count["bytes_total"] += group["size"]
             count["bytes_done"] += group["bytes_done"]
-            if key.get("state") in ("done", "failed", "skipped"):
+            if key.get("state") in ("done", "failed", "skipped", "unverified"):
                 count[f"objects_{key['state']}"] += group["objects"]
-            if key.get("method") is not None:
-                count["methods"][key["method"]] = count["methods"].get(key["method"], 0) + group["objects"]
+            for field, name in (("method", "methods"), ("proof", "proofs")):
+                if key.get(field) is not None:
+                    count[name][key[field]] = count[name].get(key[field], 0) + group["objects"]
         for group in self.objects_.aggregate([
                 {"$match": {"transfer_id": {"$in": ids}, "upload": {"$ne": None},
-                            "state": {"$nin": ["done", "skipped"]}}},
+                            "state": {"$nin": list(SETTLED)}}},
                 {"$group": {"_id": "$transfer_id", "open": {"$sum": 1}}}]):
             counts[group["_id"]]["uploads_open"] = group["open"]
-        errors = {tid: [] for tid in ids}
-        for doc in self.objects_.find({"transfer_id": {"$in": ids}, "state": "failed"},
-                                      {"transfer_id": 1, "path": 1, "message": 1, "_id": 0}).sort(
-                [("transfer_id", 1), ("seq", 1)]):
-            errors[doc["transfer_id"]].append({"path": doc["path"], "message": doc.get("message")})
+        notes = {tid: [] for tid in ids}
+        for doc in self.objects_.find({"transfer_id": {"$in": ids},
+                                       "$or": [{"state": {"$in": ["failed", "unverified"]}},
+                                               {"warning": {"$ne": None}}]},
+                                      {"transfer_id": 1, "path": 1, "state": 1, "message": 1, "warning": 1,
+                                       "_id": 0}).sort([("transfer_id", 1), ("seq", 1)]):
+            notes[doc["transfer_id"]].append({"path": doc["path"], "state": doc["state"],
+                                              "message": doc.get("message"), "warning": doc.get("warning")})
         views = []
         for doc in docs:
             count = counts[doc["_id"]]
             count["methods"] = dict(sorted(count["methods"].items()))
-            views.append(status_view(self.row(doc), count, errors[doc["_id"]]))
+            count["proofs"] = dict(sorted(count["proofs"].items()))
+            views.append(status_view(self.row(doc), count, notes[doc["_id"]]))
         return views
 
     @guarded

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from cloudmesh.transfer.errors import Conflict, IdInUse, NotFound
-from cloudmesh.transfer.records.base import Records, owner_alive, state_of, statistic_view, status_view
+from cloudmesh.transfer.records.base import SETTLED, Records, owner_alive, state_of, statistic_view, status_view
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS transfers (
@@ -45,6 +45,8 @@ CREATE TABLE IF NOT EXISTS objects (
     mtime REAL,
     upload TEXT,
     part_size INTEGER,
+    proof TEXT,
+    warning TEXT,
     PRIMARY KEY (transfer_id, path)
 );
 CREATE TABLE IF NOT EXISTS parts (
@@ -58,18 +60,21 @@ CREATE TABLE IF NOT EXISTS parts (
 """
 # Columns added after the first release, for databases created before them.
 ADDED = {"transfers": {"owner": "TEXT", "heartbeat": "REAL", "cancel": "INTEGER NOT NULL DEFAULT 0"},
-         "objects": {"etag": "TEXT", "mtime": "REAL", "upload": "TEXT", "part_size": "INTEGER"}}
+         "objects": {"etag": "TEXT", "mtime": "REAL", "upload": "TEXT", "part_size": "INTEGER", "proof": "TEXT",
+                     "warning": "TEXT"}}
 
-OBJECT_FIELDS = {"state", "bytes_done", "md5", "method", "message", "size", "etag", "mtime", "upload", "part_size"}
+OBJECT_FIELDS = {"state", "bytes_done", "md5", "method", "proof", "message", "warning", "size", "etag", "mtime",
+                 "upload", "part_size"}
 
 COUNTS = """
 SELECT count(*) AS objects_total,
        coalesce(sum(state = 'done'), 0) AS objects_done,
        coalesce(sum(state = 'failed'), 0) AS objects_failed,
        coalesce(sum(state = 'skipped'), 0) AS objects_skipped,
+       coalesce(sum(state = 'unverified'), 0) AS objects_unverified,
        coalesce(sum(size), 0) AS bytes_total,
        coalesce(sum(bytes_done), 0) AS bytes_done,
-       coalesce(sum(upload IS NOT NULL AND state NOT IN ('done', 'skipped')), 0) AS uploads_open
+       coalesce(sum(upload IS NOT NULL AND state NOT IN ('done', 'skipped', 'unverified')), 0) AS uploads_open
 FROM objects WHERE transfer_id = ?
 """
 
@@ -173,7 +178,7 @@ class SQLiteRecords(Records):
         with self.transaction() as db:
             db.execute(f"UPDATE objects SET {assignments} WHERE transfer_id = ? AND path = ?",
                        (*fields.values(), transfer_id, path))
-            if fields.get("state") in ("done", "skipped"):
+            if fields.get("state") in SETTLED:
                 db.execute("DELETE FROM parts WHERE transfer_id = ? AND path = ?", (transfer_id, path))
 
     def finish(self, transfer_id: str, state: str, message: str | None = None, owner: str | None = None) -> None:
@@ -183,13 +188,14 @@ class SQLiteRecords(Records):
 
     def view(self, row: sqlite3.Row) -> dict:
         counts = dict(self.db.execute(COUNTS, (row["id"],)).fetchone())
-        counts["methods"] = dict(self.db.execute(
-            "SELECT method, count(*) FROM objects WHERE transfer_id = ? AND method IS NOT NULL GROUP BY method"
-            " ORDER BY method", (row["id"],)).fetchall())
-        errors = [dict(e) for e in self.db.execute(
-            "SELECT path, message FROM objects WHERE transfer_id = ? AND state = 'failed' ORDER BY seq",
-            (row["id"],))]
-        return status_view(dict(row), counts, errors)
+        for column, name in (("method", "methods"), ("proof", "proofs")):
+            counts[name] = dict(self.db.execute(
+                f"SELECT {column}, count(*) FROM objects WHERE transfer_id = ? AND {column} IS NOT NULL"
+                f" GROUP BY {column} ORDER BY {column}", (row["id"],)).fetchall())
+        notes = [dict(e) for e in self.db.execute(
+            "SELECT path, state, message, warning FROM objects WHERE transfer_id = ?"
+            " AND (state IN ('failed', 'unverified') OR warning IS NOT NULL) ORDER BY seq", (row["id"],))]
+        return status_view(dict(row), counts, notes)
 
     def status(self, transfer_id: str) -> dict | None:
         with self.lock:

@@ -78,6 +78,11 @@ def resume_transfer(id: str):
     return answer(reader().status(id), 202, id) if run else answer(reader().status(id))
 
 
+def check(body: dict):
+    return answer(transfer().check(body["source"], body["target"], body.get("recursive", False),
+                                   body.get("download", False)))
+
+
 def statistics():
     return answer(reader().statistic())
 
