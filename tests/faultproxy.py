@@ -50,7 +50,7 @@ DEFAULTS = {"error_rate": 0.0, "drop_rate": 0.0, "drop_after_rate": 0.0, "cut_ra
 # Headers that describe one connection, not the request or response, so they are not passed on.
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "te", "upgrade", "expect", "transfer-encoding"}
 
-Event = namedtuple("Event", "method path fault status")
+Event = namedtuple("Event", "method path fault status headers")
 
 
 class FaultProxy:
@@ -141,8 +141,9 @@ class FaultProxy:
 
     @property
     def log(self) -> list:
-        """One Event(method, path, fault, status) per request, logged just before the client is answered:
-        fault is None or its kind, status the HTTP status sent to the client (None: no answer at all)."""
+        """One Event(method, path, fault, status, headers) per request, logged just before the client is
+        answered: fault is None or its kind, status the HTTP status sent to the client (None: no answer
+        at all), headers the request's headers (a dict with lowercase names)."""
         with self._lock:
             return list(self._log)
 
@@ -293,7 +294,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def record(self, status: int | None) -> None:
         """Log the request before the client is answered, so the log is complete when its call returns."""
-        self.server.proxy._finished(Event(self.command, self.path, self.fault, status), forwarded=self.sent_up)
+        headers = {name.lower(): value for name, value in self.headers.items()}
+        self.server.proxy._finished(Event(self.command, self.path, self.fault, status, headers),
+                                    forwarded=self.sent_up)
         self.recorded = True
 
     do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = do_OPTIONS = do_PATCH = proxy

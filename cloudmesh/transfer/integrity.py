@@ -120,12 +120,13 @@ class Verifier:
     """Hashes one object's bytes as they stream, in order, by what its claim needs, and proves them.
 
     `whole` asks for the whole object's MD5 as well when the claim does not need it (for the target
-    to store); it is computed only when the claim spends no MD5, so that no byte is hashed twice.
+    to store, or to tell a wrong stored MD5 from a corrupted read); the engine asks for it only
+    where no byte is then hashed twice, but after a doubted claim.
     """
 
     def __init__(self, claim: Claim, size: int, name: str, whole: bool = False):
         self.claim, self.size, self.name = claim, size, name
-        self.whole = hashlib.md5() if claim.proof is Proof.MD5 or (whole and not claim.spends_md5) else None
+        self.whole = hashlib.md5() if claim.proof is Proof.MD5 or whole else None
         self.offset = 0
         self.segments: list[bytes] = []  # the finished segments' MD5s (or CRCs), in order
         self.ends: list[int] = []  # where each finished segment ends

@@ -35,9 +35,9 @@ CREDENTIAL_ERRORS = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenie
 
 
 MD5_METADATA = "md5"  # the whole-object MD5 (hex) this tool stores with a multipart object
-RCLONE_MD5_METADATA = "md5chksum"  # the same, as rclone stores it (base64); read, and passed on
+RCLONE_MD5_METADATA = "md5chksum"  # the same, as rclone stores it (base64): read, and written beside ours
 S3ETAG_METADATA = "cmtransfer_s3etag"  # the S3 multipart ETag of the bytes, stored with copies of them
-OWN_METADATA = (MD5_METADATA, S3ETAG_METADATA)
+OWN_METADATA = (MD5_METADATA, RCLONE_MD5_METADATA, S3ETAG_METADATA)
 MULTIPART_ETAG = re.compile(r"^[0-9a-f]{32}-([1-9][0-9]*)$")
 CHECKSUMS = ("md5", "crc64nvme")
 CHECKSUM_TYPES = {"ChecksumCRC64NVME": "crc64nvme", "ChecksumCRC32C": "crc32c", "ChecksumCRC32": "crc32"}
@@ -389,6 +389,7 @@ class S3Storage(Storage, SignedURLs, ServerCopy, Resumable):
         headers = self.headers(source)
         if source.md5:
             headers["Metadata"][MD5_METADATA] = source.md5
+            headers["Metadata"][RCLONE_MD5_METADATA] = base64.b64encode(bytes.fromhex(source.md5)).decode()
         if self.part_checksum == "crc64nvme":
             headers.update(ChecksumAlgorithm="CRC64NVME", ChecksumType="FULL_OBJECT")
         with self.errors(key):
