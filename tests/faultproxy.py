@@ -18,8 +18,9 @@ body) to the upstream, and the upstream's answer is streamed back, unless a faul
     corrupt_up  forward the request with one byte of its body flipped (a write corrupted in transit)
     down        (a flag, not a rate) close every connection at its next request without an answer
 
-The flipped byte is the middle one of the body (of each range, for ranged reads). A corrupt or
-corrupt_up draw on a request or answer without a body injects nothing and is not counted.
+The flipped byte is the middle one of the body (of each range, for ranged reads; of the first
+chunk of a chunked answer). A corrupt or corrupt_up draw on a request or answer without a body
+(or corrupt_up on a chunked request) injects nothing and is not counted.
 
 Each request that `match` selects takes one draw from random.Random(seed), which picks at most one
 fault by the rates, so a given seed injects the same faults into the same sequence of requests. With
@@ -379,7 +380,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.fault = "cut" if cut else None
             self.close_connection |= cut
         elif self.fault == "corrupt":
-            corrupt = has_body and length is not None and int(length) > 0
+            corrupt = has_body and (length is None or int(length) > 0)
             proxy._applied("corrupt", corrupt)
             self.fault = "corrupt" if corrupt else None
         self.record(response.status)
@@ -397,7 +398,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         left = int(length) // 2 if cut else None
         chunks = iter(lambda: response.read(CHUNK if left is None else min(CHUNK, left)), b"")
         if corrupt:
-            chunks = flipped(chunks, int(length) // 2)
+            chunks = flipped(chunks, None if length is None else int(length) // 2)
         while has_body and left != 0:
             data = next(chunks, b"")
             if not data:
@@ -409,11 +410,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.wfile.write(b"0\r\n\r\n")
 
 
-def flipped(chunks, position: int):
-    """The chunks of a body, with the byte at `position` inverted."""
+def flipped(chunks, position: int | None):
+    """The chunks of a body, with the byte at `position` inverted (None: the middle one of the
+    first chunk, for a body of unknown length)."""
     offset = 0
     for data in chunks:
-        if offset <= position < offset + len(data):
+        if position is None and data:
+            position = len(data) // 2
+        if position is not None and offset <= position < offset + len(data):
             at = position - offset
             data = data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1:]
         offset += len(data)

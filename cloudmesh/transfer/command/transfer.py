@@ -299,7 +299,10 @@ class TransferCommand(PluginCommand):
                 print(f"deleted {key}")
         elif arguments["check"]:
             report = api.check(arguments["--source"], arguments["--target"], recursive, bool(arguments["--download"]))
-            print_rows(report["differences"], CHECK_ORDER, output, "")
+            if output == "json":
+                dump_json(report)
+            else:
+                print_rows(report["differences"], CHECK_ORDER, output, "")
             summary = (f"{report['objects_source']} objects at the source: {report['same']} same, "
                        f"{report['different']} different, {report['missing']} missing, {report['unproven']} "
                        f"unproven; {report['extra']} extra at the target")

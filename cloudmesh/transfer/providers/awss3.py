@@ -383,6 +383,9 @@ class S3Storage(Storage, SignedURLs, ServerCopy, Resumable):
             return TransferError(f"{where} changed while it was being read")
         if code in CREDENTIAL_ERRORS:
             return ConfigError(f"storage '{self.name}' rejected its credentials ({code})")
+        if code.isdigit() and int(code) >= 500:  # botocore reads an answer it cannot parse as a 500
+            return TransferError(f"S3 error on {where}: {code} after {self.retry.attempts} tries (a server "
+                                 f"error, or answers corrupted in transit)")
         return TransferError(f"S3 error on {where}: {code}")
 
     def begin(self, key: str, source: ObjectInfo) -> Upload:

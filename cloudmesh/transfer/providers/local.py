@@ -45,9 +45,8 @@ class LocalUpload(Upload):
     """A hidden partial file beside the target; its name is the token, so that a run that was
     killed can have its partial file removed later."""
 
-    def __init__(self, path: Path, source: ObjectInfo):
-        self.path = path
-        self.source = source
+    def __init__(self, path: Path, source: ObjectInfo, where: str = ""):
+        self.path, self.source, self.where = path, source, where
         self.partial = path.with_name(f".{path.name}.{secrets.token_hex(4)}{PARTIAL_SUFFIX}")
         self.token = self.partial.name
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -67,13 +66,20 @@ class LocalUpload(Upload):
             raise IntegrityError(f"wrote {size} bytes to '{self.path.name}' instead of {self.source.size}")
         if self.source.mtime is not None:
             os.utime(self.partial, (self.source.mtime, self.source.mtime))
-        os.replace(self.partial, self.path)
+        try:
+            os.replace(self.partial, self.path)
+        except IsADirectoryError:  # an object under this name's folder was written meanwhile
+            raise TransferError(folder_clash(self.where)) from None
 
     def abort(self) -> None:
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
         self.partial.unlink(missing_ok=True)
+
+
+def folder_clash(where: str) -> str:
+    return f"cannot write '{where}': it is a folder, so it cannot also be a file (objects lie under '{where}/')"
 
 
 class LocalStorage(Storage, Resumable):
@@ -165,17 +171,16 @@ class LocalStorage(Storage, Resumable):
         self.check_key(key)
         path = self.path(key)
         if path.is_dir():
-            raise TransferError(f"cannot write '{self.name}:{key}': it is a folder, so it cannot also be a file "
-                                f"(the source has both '{key}' and objects under '{key}/')")
+            raise TransferError(folder_clash(f"{self.name}:{key}"))
         try:
-            return LocalUpload(path, source)
+            return LocalUpload(path, source, f"{self.name}:{key}")
         except OSError as e:
             if e.errno in (errno.EEXIST, errno.ENOTDIR):
                 blocking = next((p for p in path.parents if p.is_file()), None)
                 if blocking is not None:
                     name = blocking.relative_to(self.root).as_posix()
-                    raise TransferError(f"cannot write '{self.name}:{key}': '{name}' is a file, so it cannot "
-                                        f"also be a folder (the source has both '{name}' and '{key}')") from None
+                    raise TransferError(f"cannot write '{self.name}:{key}': '{self.name}:{name}' is a file, so "
+                                        f"it cannot also be a folder") from None
             raise TransferError(f"cannot write under '{self.name}:{key}': {e.strerror}") from None
 
     def resume_upload(self, key: str, source: ObjectInfo, token: str, recorded: dict[int, str]) -> Upload | None:
