@@ -118,7 +118,8 @@ def test_two_cms_processes_at_once_keep_their_records_apart(env):
                          "--id=first", "--chunksize=1MiB"],
                         ["cms", "transfer", "copy", f"--source=awss3:{p}/two", f"--target=local:{p}/two", "-r",
                          "--id=second", "--chunksize=1MiB"])]
-    assert [r.wait(timeout=120) for r in runs] == [0, 0]
+    codes = [r.wait(timeout=120) for r in runs]
+    assert codes == [0, 0], [r.stderr.read() for r in runs]
     assert env.tree("azure", f"{p}/one") == TREE and env.tree("local", f"{p}/two") == TREE
     for transfer_id in ("first", "second"):
         record = status(env, transfer_id)

@@ -888,3 +888,24 @@ def test_the_parts_of_an_object_are_forgotten_once_it_is_done(records):
     records.update_object("t1", "f1", state="failed", message="x")
     assert records.parts("t1", "f0", "u0") == {}
     assert records.parts("t1", "f1", "u1") == {1: "bb"}
+
+
+def open_at_once(path: str, barrier) -> None:
+    barrier.wait()
+    SQLiteRecords(Path(path)).close()
+
+
+def test_two_processes_opening_a_new_sqlite_file_at_once_both_succeed(tmp_path):
+    """SQLite answers 'locked' at once to a switch to WAL while another process opens the same new
+    file (it does not wait its busy timeout); both processes must still open it, 20 times over."""
+    import multiprocessing
+    context = multiprocessing.get_context("fork")
+    for attempt in range(20):
+        barrier = context.Barrier(2)
+        processes = [context.Process(target=open_at_once, args=(str(tmp_path / f"{attempt}.db"), barrier))
+                     for _ in range(2)]
+        for process in processes:
+            process.start()
+        for process in processes:
+            process.join(60)
+        assert [process.exitcode for process in processes] == [0, 0], attempt

@@ -79,22 +79,41 @@ FROM objects WHERE transfer_id = ?
 """
 
 
+BUSY_SECONDS = 30  # how long a write waits for another process's transaction
+
+
 class SQLiteRecords(Records):
     def __init__(self, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
         self.path = path
         self.lock = threading.Lock()
-        self.db = sqlite3.connect(path, timeout=30, check_same_thread=False, isolation_level=None)
+        self.db = sqlite3.connect(path, timeout=BUSY_SECONDS, check_same_thread=False, isolation_level=None)
         self.db.row_factory = sqlite3.Row
-        self.db.execute("PRAGMA journal_mode=WAL")
+        self.wal()
         self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.executescript(SCHEMA)
-        for table, columns in ADDED.items():
-            present = {row["name"] for row in self.db.execute(f"PRAGMA table_info({table})")}
-            for name, kind in columns.items():
-                if name not in present:
-                    self.db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
+        with self.transaction() as db:  # one process at a time creates or migrates the schema
+            for statement in SCHEMA.split(";"):
+                if statement.strip():
+                    db.execute(statement)
+            for table, columns in ADDED.items():
+                present = {row["name"] for row in db.execute(f"PRAGMA table_info({table})")}
+                for name, kind in columns.items():
+                    if name not in present:
+                        db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
+
+    def wal(self) -> None:
+        """Switch the file to WAL mode. SQLite answers 'locked' at once, without waiting, while
+        another process opens the same new file, so this waits as a busy timeout would."""
+        deadline = time.monotonic() + BUSY_SECONDS
+        while True:
+            try:
+                self.db.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
 
     @contextlib.contextmanager
     def transaction(self):
