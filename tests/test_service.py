@@ -139,6 +139,29 @@ def test_a_folder_copy_over_rest_completes_and_status_is_the_one_the_command_sho
     assert page["items"][0] == final
 
 
+def test_a_check_over_rest_is_the_one_the_command_prints(env, service):
+    """POST /checks answers the report of `check --output=json`: ok on a clean copy, and the
+    missing, different and extra objects once the target changed; bad input is a 400."""
+    p = env.prefix
+    for path, data in {"a.txt": b"alpha", "b.txt": b"beta", "c.txt": b"gamma"}.items():
+        env.put("local", f"{p}/src/{path}", data)
+    assert env.transfer("copy", f"--source=local:{p}/src", f"--target=awss3:{p}/dst", "-r").returncode == 0
+    body = {"source": f"local:{p}/src", "target": f"awss3:{p}/dst", "recursive": True}
+    clean = service.json("POST", "/checks", body)
+    assert clean["ok"] is True and clean["same"] == 3 and clean["differences"] == []
+    env.s3.delete_object(Bucket="cmtransfer", Key=f"{p}/dst/a.txt")
+    env.put("awss3", f"{p}/dst/b.txt", b"BETA")
+    env.put("awss3", f"{p}/dst/d.txt", b"extra")
+    report = service.json("POST", "/checks", body)
+    assert report == json.loads(env.transfer("check", f"--source=local:{p}/src", f"--target=awss3:{p}/dst", "-r",
+                                             "--output=json").stdout)
+    assert (report["ok"], report["missing"], report["different"], report["extra"]) == (False, 1, 1, 1)
+    assert {(d["path"], d["finding"]) for d in report["differences"]} == {
+        ("a.txt", "missing"), ("b.txt", "different"), ("d.txt", "extra")}
+    assert "does not exist" in problem(service.call("POST", "/checks", {**body, "source": f"local:{p}/nope"}), 400)[
+        "detail"]
+
+
 def test_a_transfer_started_with_the_command_is_seen_over_rest(env, service):
     p = env.prefix
     env.put("local", f"{p}/one.txt", b"one")

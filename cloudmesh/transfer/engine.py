@@ -282,19 +282,22 @@ class Engine:
             log.info("%s: %s; reading it again by what the source itself computed", item.path, doubt)
             if item.record:
                 item.record = {**item.record, "upload": None, "part_size": None}
-            copied = self.stream(item, doubted=doubt.claim)
+            copied = self.stream(item, doubted=doubt)
             if doubt.claim.proof is Proof.MD5 and copied.md5 != doubt.claim.value:
                 copied.warnings.insert(0, f"the source's stored MD5 {doubt.claim.value} is not the MD5 of its "
                                           f"bytes ({copied.md5}, proven by {copied.proof.value})")
             return copied
 
-    def stream(self, item: Item, doubted: Claim | None = None) -> Copied:
-        """Read one object once, proving it by its claim (by the strict one after a `doubted`
-        claim failed, computing its whole MD5 too), and write it in one request or in parts."""
+    def stream(self, item: Item, doubted: Doubted | None = None) -> Copied:
+        """Read one object once, proving it by its claim (by the strict one after a claim was
+        `doubted`, computing its whole MD5 too), and write it in one request or in parts. When
+        nothing but the doubted claim could prove the object, its failure stands."""
         size = item.source.size
         reader = self.source.open(item.source.key, strict=doubted is not None)
         try:
             claim = reader.claim
+            if doubted and claim.proof is Proof.NONE:
+                raise doubted
             shaped = ObjectInfo(key=item.source.key, size=size, mtime=item.source.mtime,
                                 md5=claim.value if claim.proof is Proof.MD5 else None,
                                 content_type=reader.content_type or item.source.content_type or

@@ -79,8 +79,11 @@ def resume_transfer(id: str):
 
 
 def check(body: dict):
-    return answer(transfer().check(body["source"], body["target"], body.get("recursive", False),
-                                   body.get("download", False)))
+    try:
+        return answer(transfer().check(body["source"], body["target"], body.get("recursive", False),
+                                       body.get("download", False)))
+    except NotFound as e:  # a source that does not exist is bad input here, not an unknown transfer
+        raise UsageError(str(e)) from None
 
 
 def statistics():
