@@ -329,3 +329,21 @@ def test_an_s3_part_corrupted_on_its_way_up_is_caught_by_its_etag(env):
     assert "S3 stored other bytes for part" in status["errors"][0]["message"] and status["uploads_open"] == 0
     assert env.s3.list_multipart_uploads(Bucket=emu.BUCKET, Prefix=f"{p}/").get("Uploads", []) == []
     assert env.tree("awss3", p) == {}
+
+
+def test_a_stored_md5_that_fails_with_nothing_stronger_behind_it_fails_the_object(env):
+    """A KMS-encrypted object whose ETag is no MD5 and which S3 keeps no checksum of: an MD5 a
+    writer stored is its only proof. When it matches, the object is proven by it; when it does not,
+    nothing can tell a wrong stored MD5 from a corrupted read, so the object fails (not unverified)."""
+    p, client = env.prefix, plain_s3(env)
+    data = os.urandom(4000)
+    for name, md5 in (("right", hashlib.md5(data).hexdigest()), ("wrong", hashlib.md5(b"other").hexdigest())):
+        client.put_object(Bucket=emu.BUCKET, Key=f"{p}/src/{name}.bin", Body=data, ServerSideEncryption="aws:kms",
+                          Metadata={"md5": md5})
+    result = env.transfer("copy", f"--source=awss3:{p}/src", f"--target=local:{p}/dst", "-r", "--output=json")
+    assert result.returncode == 1
+    status = json.loads(result.stdout)
+    assert status["proofs"] == {"md5": 1} and status["objects_unverified"] == 0
+    assert status["errors"] == [{"path": "wrong.bin", "message": "the bytes read of 'wrong.bin' do not match the "
+                                                                 "source's MD5"}]
+    assert env.tree("local", f"{p}/dst") == {"right.bin": data}
