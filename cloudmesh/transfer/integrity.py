@@ -14,8 +14,6 @@ import zlib
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from awscrt import checksums
-
 from cloudmesh.transfer.errors import IntegrityError
 
 MiB = 1024 * 1024
@@ -36,17 +34,25 @@ class Proof(StrEnum):
 
 SPENDS_MD5 = (Proof.MD5, Proof.PARTS, Proof.RANGES)
 
-CRCS = {
-    "crc32": lambda data, crc: zlib.crc32(data, crc),
-    "crc32c": lambda data, crc: checksums.crc32c(data, crc),
-    "crc64nvme": lambda data, crc: checksums.crc64nvme(data, crc),
-}
-CRC_BYTES = {"crc32": 4, "crc32c": 4, "crc64nvme": 8}
+def crc32c(data, crc: int = 0) -> int:
+    from awscrt import checksums  # imported on first use: it costs 30 ms at every start
+    return checksums.crc32c(data, crc)
 
 
 def crc64(data, crc: int = 0) -> int:
     """CRC-64/NVME, which Azure calls its storage CRC64 (x-ms-content-crc64) and S3 CRC64NVME."""
+    from awscrt import checksums
     return checksums.crc64nvme(data, crc)
+
+
+def combine_crc64(first: int, second: int, second_length: int) -> int:
+    """The CRC64 of two byte strings one after the other, from the CRC64 of each."""
+    from awscrt import checksums
+    return checksums.combine_crc64nvme(first, second, second_length)
+
+
+CRCS = {"crc32": zlib.crc32, "crc32c": crc32c, "crc64nvme": crc64}
+CRC_BYTES = {"crc32": 4, "crc32c": 4, "crc64nvme": 8}
 
 
 def crc64nvme_header(crc: int) -> str:

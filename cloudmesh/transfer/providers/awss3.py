@@ -18,13 +18,13 @@ from typing import Iterator
 
 import boto3
 from botocore.config import Config
-from awscrt import checksums
 from botocore.exceptions import BotoCoreError, ClientError
 from botocore.parsers import ResponseParserError
 
 from cloudmesh.transfer.config import StorageConfig
 from cloudmesh.transfer.errors import ConfigError, IntegrityError, NotFound, TransferError
-from cloudmesh.transfer.integrity import Claim, Proof, composite_etag, crc64, crc64nvme_header, md5_hex, part_record
+from cloudmesh.transfer.integrity import (Claim, Proof, combine_crc64, composite_etag, crc64, crc64nvme_header, md5_hex,
+                                          part_record)
 from cloudmesh.transfer.providers import http
 from cloudmesh.transfer.providers.base import (MiB, ObjectInfo, Part, Reader, Resumable, ServerCopy, SignedURLs,
                                                Storage, Upload)
@@ -110,7 +110,7 @@ class S3Upload(Upload):
         if self.crc:
             whole = 0
             for entry, n in zip(parts, numbers):
-                whole = checksums.combine_crc64nvme(whole, self.parts[n][2], self.parts[n][3])
+                whole = combine_crc64(whole, self.parts[n][2], self.parts[n][3])
                 entry["ChecksumCRC64NVME"] = crc64nvme_header(self.parts[n][2])
             checks = {"ChecksumCRC64NVME": crc64nvme_header(whole), "ChecksumType": "FULL_OBJECT"}
         md5s = [self.parts[n][1] for n in numbers]
