@@ -17,10 +17,9 @@ READ_SIZE = 8 * MiB
 
 
 class Reading(StrEnum):
-    """Which objects a comparison may read: none, those on local disk, any, or (`download`) both
-    whole, ignoring what the storages keep."""
+    """Which objects a comparison may read where nothing kept compares: those on local disk, any,
+    or (`download`) both whole, ignoring what the storages keep."""
 
-    NEVER = "never"
     CHEAP = "cheap"
     ANY = "any"
     DOWNLOAD = "download"

@@ -117,10 +117,6 @@ class Outcome:
     md5: str | None = None
     reason: str | None = None
 
-    @property
-    def verified(self) -> bool:
-        return self.proof is not Proof.NONE
-
 
 class Verifier:
     """Hashes one object's bytes as they stream, in order, by what its claim needs, and proves them.
