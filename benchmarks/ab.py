@@ -82,11 +82,16 @@ def main() -> None:
     parser.add_argument("--before", required=True, help="the other checkout, with its .venv installed")
     parser.add_argument("--case", choices="abcdef", required=True)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--s3-checksum", choices=("md5", "crc64nvme"),
+                        help="what S3 parts carry (the storage's `checksum`); by default md5, as for any endpoint_url")
     options = parser.parse_args()
     checkouts = {"before": Path(options.before).resolve(), "after": HERE.parent}
     with tempfile.TemporaryDirectory(prefix="cmtransfer-ab-") as tmp, emu.Emulators(Path(tmp) / "emulators") as e:
         work = Path(tmp)
-        emu.write_config(work / "config", e.storages(work / "local"))
+        storages = e.storages(work / "local")
+        if options.s3_checksum:
+            storages["awss3"]["credentials"]["checksum"] = options.s3_checksum
+        emu.write_config(work / "config", storages)
         env = dict(os.environ, CLOUDMESH_CONFIG_DIR=str(work / "config"))
         source, target = seed(options.case, e, work)
         for round in range(options.rounds):
