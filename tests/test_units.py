@@ -342,3 +342,34 @@ def test_data_requests_use_the_environment_proxy_unless_no_proxy_exempts_the_hos
     assert http.pool("https://bucket.s3.amazonaws.com/key?X-Amz-Signature=x") is proxy
     assert http.pool("https://127.0.0.1:9000/key") is http.POOL
     assert http.pool("http://bucket.s3.amazonaws.com/key") is http.POOL
+
+
+def test_after_a_doubted_claim_bytes_that_nothing_else_proves_fail_as_it_did():
+    from cloudmesh.transfer.engine import Doubted, Engine
+    from cloudmesh.transfer.errors import IntegrityError
+    from cloudmesh.transfer.integrity import Claim, Proof, Verifier
+    doubt = Doubted(IntegrityError("the bytes read of 'o' do not match the source's MD5"), Claim(Proof.MD5, "0" * 32))
+    unanswered = Verifier(Claim(Proof.RANGES, segment=4, strict=True, ranges=[None]), 3, "'o'")
+    unanswered.update(b"abc")
+    with pytest.raises(Doubted, match="do not match the source's MD5"):
+        Engine.prove(unanswered, doubt)
+    alone = Verifier(Claim(Proof.RANGES, segment=4, strict=True, ranges=[None]), 3, "'o'")
+    alone.update(b"abc")
+    assert Engine.prove(alone, None).proof is Proof.NONE  # without a doubt it is merely unverified
+
+
+def test_the_verifier_proves_empty_parts_and_refuses_parts_that_do_not_add_up():
+    import hashlib
+    from cloudmesh.transfer.errors import IntegrityError
+    from cloudmesh.transfer.integrity import Claim, Proof, Verifier, composite_etag
+    empty = hashlib.md5(b"").digest()
+    assert Verifier(Claim(Proof.PARTS, composite_etag([empty]), parts=(0,)), 0, "e").finish().proof is Proof.PARTS
+    data = b"0123456789"
+    trailing = Verifier(Claim(Proof.PARTS, composite_etag([hashlib.md5(data).digest(), empty]), parts=(10, 0)), 10, "t")
+    trailing.update(data)
+    assert trailing.finish().proof is Proof.PARTS
+    assert Verifier(Claim(Proof.RANGES, segment=4, strict=True), 0, "z").finish().proof is Proof.RANGES
+    short = Verifier(Claim(Proof.PARTS, composite_etag([hashlib.md5(data[:5]).digest()]), parts=(5,)), 10, "s")
+    short.update(data)
+    with pytest.raises(IntegrityError, match="do not add up"):
+        short.finish()

@@ -40,7 +40,7 @@ def compare(source: Storage, s: ObjectInfo, target: Storage, t: ObjectInfo, read
     if reading is Reading.DOWNLOAD:
         return Verdict(digest(source, s) == digest(target, t), "download")
     verdict = kept(s, t)
-    if verdict is None:
+    if verdict is None or not verdict.same:  # a lookup adds what a listing lacks (S3 metadata, encryption)
         s, t = source.describe(s), target.describe(t)
         verdict = kept(s, t)
     if verdict is not None:

@@ -312,13 +312,13 @@ class Engine:
                     data = read_exact(reader, size + 1)
                     self.check_length(item, len(data))
                     verifier.update(data)
-                    outcome = self.prove(verifier)
+                    outcome = self.prove(verifier, doubted)
                     md5 = outcome.md5 or (verifier.part_md5(0, size) or hashlib.md5(data).digest()).hex()
                     self.target.put(item.target_key, data, shaped, bytes.fromhex(md5))
                     outcome.md5 = md5
                 self.progress.update(size, 0)
             else:
-                outcome = self.upload(item, reader, psize, shaped, verifier)
+                outcome = self.upload(item, reader, psize, shaped, verifier, doubted)
         finally:
             reader.close()
         lost = self.target.lost_metadata(shaped)
@@ -326,14 +326,18 @@ class Engine:
         return Copied("stream", outcome.proof, outcome.md5, outcome.reason, warnings)
 
     @staticmethod
-    def prove(verifier: Verifier) -> Outcome:
-        """The verifier's outcome; a failed claim that is not strict is Doubted (read once more)."""
+    def prove(verifier: Verifier, doubted: Doubted | None) -> Outcome:
+        """The verifier's outcome; a failed claim that is not strict is Doubted (read once more).
+        After a doubted claim, bytes that nothing else proves fail as the doubted claim did."""
         try:
-            return verifier.finish()
+            outcome = verifier.finish()
         except IntegrityError as e:
             if verifier.claim.strict:
                 raise
             raise Doubted(e, verifier.claim) from None
+        if doubted and outcome.proof is Proof.NONE:
+            raise doubted
+        return outcome
 
     def open_upload(self, item: Item, shaped: ObjectInfo, psize: int) -> tuple[Upload, dict[int, str]]:
         """The upload an earlier run left for this object, when the target still has it, with the
@@ -350,7 +354,8 @@ class Engine:
             self.records.update_object(self.transfer_id, item.path, upload=upload.token, part_size=psize)
         return upload, {}
 
-    def upload(self, item: Item, reader: Reader, psize: int, shaped: ObjectInfo, verifier: Verifier) -> Outcome:
+    def upload(self, item: Item, reader: Reader, psize: int, shaped: ObjectInfo, verifier: Verifier,
+               doubted: Doubted | None) -> Outcome:
         """Read parts in order, proving the object as they stream; upload them in parallel, each
         with its MD5 where the proof computed it (or the target needs one), else the target's CRC;
         except parts the target already holds with the same size and checksum (as the target
@@ -369,33 +374,33 @@ class Engine:
                 if self.stop.is_set():
                     raise Stopped
                 self.slots.acquire()
+                submitted = None
                 try:
                     data = read_exact(reader, min(psize, item.source.size - offset))
-                except BaseException:
-                    self.slots.release()
-                    raise
-                if not data:
-                    self.slots.release()
-                    break
-                verifier.update(data)
-                number = offset // psize + 1
-                md5 = verifier.part_md5(offset, len(data))
-                there = upload.uploaded.get(number)
-                if there and there.size in (None, len(data)) and \
-                        (there.md5 == (md5 or hashlib.md5(data).digest()).hex() if there.md5
-                         else part_matches(recorded.get(number), data)):
-                    upload.keep(number, data)
-                    self.slots.release()
-                    self.settle_part(sent, len(data))
-                else:
-                    compute = md5 is None and (self.target.part_checksum == "md5" or not verifier.md5_spent)
-                    pending.append(self.part_pool.submit(self.put_part, upload, number, offset, data, md5, compute,
-                                                         sent))
+                    if not data:
+                        break
+                    verifier.update(data)
+                    number = offset // psize + 1
+                    md5 = verifier.part_md5(offset, len(data))
+                    there = upload.uploaded.get(number)
+                    if there and there.size in (None, len(data)) and \
+                            (there.md5 == (md5 or hashlib.md5(data).digest()).hex() if there.md5
+                             else part_matches(recorded.get(number), data)):
+                        upload.keep(number, data)
+                        self.settle_part(sent, len(data))
+                    else:
+                        compute = md5 is None and (self.target.part_checksum == "md5" or not verifier.md5_spent)
+                        submitted = self.part_pool.submit(self.put_part, upload, number, offset, data, md5, compute,
+                                                          sent)
+                        pending.append(submitted)
+                finally:
+                    if submitted is None:  # a submitted part gives its slot back once it is uploaded
+                        self.slots.release()
                 offset += len(data)
             self.check_length(item, offset + len(reader.read(1)))
             for future in pending:
                 future.result()
-            outcome = self.prove(verifier)
+            outcome = self.prove(verifier, doubted)
             upload.complete(bytes.fromhex(outcome.md5) if outcome.md5 else None)
         except BaseException as e:
             for future in pending:

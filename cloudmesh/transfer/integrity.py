@@ -28,7 +28,7 @@ class Proof(StrEnum):
     RANGES = "range-md5"  # the MD5 the service computed of each range it sent
     CRC = "crc"  # a CRC the source keeps (S3 additional checksums)
     READ = "read"  # a local file: what was read is the source
-    SERVER = "server-copy"  # the cloud copied its own bytes, and its answer matched the source
+    SERVER = "server-copy"  # the cloud copied its own bytes (see README: what is compared, per copy)
     NONE = "none"  # nothing proves it: the object is recorded unverified
 
 
@@ -144,7 +144,7 @@ class Verifier:
     def segment_ends(self) -> list[int]:
         """The offsets at which the claim's segments end."""
         if self.claim.proof is Proof.RANGES:
-            return list(range(self.claim.segment, self.size, self.claim.segment)) + [self.size]
+            return list(range(self.claim.segment, self.size, self.claim.segment)) + [self.size] if self.size else []
         ends, offset = [], 0
         for part in self.claim.parts:
             offset += part
@@ -227,6 +227,11 @@ class Verifier:
         claim, md5 = self.claim, self.md5
         if self.offset != self.size:
             raise IntegrityError(f"read {self.offset} bytes of {self.name} but the source has {self.size}")
+        if claim.parts and sum(claim.parts) != self.size:
+            raise IntegrityError(f"the parts the source names for {self.name} do not add up to its size")
+        while self.limits and len(self.segments) < len(self.limits) and self.limits[len(self.segments)] == self.offset:
+            self.current = self.current or self.new_segment()  # a last part of no bytes
+            self.close_segment(self.offset)
         if claim.proof is Proof.MD5:
             if md5 != claim.value:
                 raise IntegrityError(f"the bytes read of {self.name} do not match the source's MD5")

@@ -192,7 +192,7 @@ class S3Storage(Storage, SignedURLs, ServerCopy, Resumable):
         return ObjectInfo(key=key, size=entry.get("Size", entry.get("ContentLength", 0)),
                           mtime=entry["LastModified"].timestamp(), etag=etag,
                           md5=(None if encrypted(entry) else md5_of(etag)) or stored,
-                          s3etag=(None if encrypted(entry) else multipart_etag(etag)) or metadata.get(S3ETAG_METADATA),
+                          s3etag=metadata.get(S3ETAG_METADATA) or (None if encrypted(entry) else multipart_etag(etag)),
                           content_type=entry.get("ContentType"), metadata=user_metadata(metadata))
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
@@ -223,9 +223,10 @@ class S3Storage(Storage, SignedURLs, ServerCopy, Resumable):
         if not isinstance(source, S3Storage) or source.account != self.account:
             return None
         copy_source = {"Bucket": source.bucket, "Key": info.key}
+        pinned = {"CopySourceIfMatch": info.etag} if info.etag else {}  # only the version that was listed
         if info.size <= self.copy_object_limit:
             with self.errors(key):
-                response = self.client.copy_object(Bucket=self.bucket, Key=key, CopySource=copy_source)
+                response = self.client.copy_object(Bucket=self.bucket, Key=key, CopySource=copy_source, **pinned)
             landed = md5_of(response["CopyObjectResult"]["ETag"])
             if info.md5 and landed and landed != info.md5:
                 raise IntegrityError(f"S3 copied other bytes to '{self.name}:{key}' than the source holds")
@@ -239,7 +240,7 @@ class S3Storage(Storage, SignedURLs, ServerCopy, Resumable):
                 with self.errors(key):
                     response = self.client.upload_part_copy(
                         Bucket=self.bucket, Key=key, UploadId=upload.upload_id, PartNumber=number,
-                        CopySource=copy_source, CopySourceRange=f"bytes={offset}-{end}")
+                        CopySource=copy_source, CopySourceRange=f"bytes={offset}-{end}", **pinned)
                 etags.append({"PartNumber": number, "ETag": response["CopyPartResult"]["ETag"]})
             with self.errors(key):
                 self.client.complete_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload.upload_id,
@@ -251,15 +252,14 @@ class S3Storage(Storage, SignedURLs, ServerCopy, Resumable):
         return "server-copy"
 
     def describe(self, info: ObjectInfo) -> ObjectInfo:
-        """A listing shows no metadata, so a multipart object's stored MD5 takes a HEAD."""
-        if info.md5:
-            return info
+        """A listing shows no metadata and no encryption (with KMS a single-part ETag is no MD5),
+        so a lookup tells the stored MD5s and whether the ETag is one."""
         return self.stat(info.key) or info
 
     def part_sizes(self, info: ObjectInfo) -> tuple[int, ...] | None:
         if not multipart_etag(info.etag):
             return None
-        sizes, _ = self.layout(info.key, info.size, exact=False)
+        sizes, _ = self.layout(info.key, info.size, exact=True)  # asked before the object is read whole
         return sizes
 
     def layout(self, key: str, size: int, exact: bool) -> tuple[tuple[int, ...] | None, bool]:
@@ -414,6 +414,8 @@ class S3Storage(Storage, SignedURLs, ServerCopy, Resumable):
                             uploaded[part["PartNumber"]] = Part(part["Size"], md5)
         except NotFound:
             numbers = sorted(recorded)
+            if not all(md5_hex(recorded[n]) == recorded[n] for n in numbers):
+                return None  # parts recorded by their CRC64 cannot tell the completed object's ETag
             landed = self.stat(key)
             if not landed or numbers != list(range(1, len(numbers) + 1)) or \
                     (landed.etag or "").strip('"') != composite_etag([bytes.fromhex(recorded[n]) for n in numbers]):

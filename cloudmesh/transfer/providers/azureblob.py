@@ -168,7 +168,8 @@ class BlobReader(Reader):
     """A whole blob and what proves it. The first range (at most 4 MiB) is asked for with its MD5;
     its answer tells the blob's size and stored Content-MD5. A blob with a Content-MD5 is then read
     in one stream and proven by it (unless `strict`); any other, range by range, each proven by
-    the MD5 Azure computed of it. Every request after the first is pinned to the first one's ETag."""
+    the MD5 Azure computed of it. Every request after the first is pinned to the first one's ETag
+    (but for an empty blob, whose first answer is an error without one)."""
 
     def __init__(self, storage: "AzureStorage", key: str, strict: bool):
         self.storage, self.key = storage, key
@@ -179,11 +180,14 @@ class BlobReader(Reader):
         self.metadata = user_metadata(http.metadata_from(headers, "x-ms-meta-"))
         stored = md5_hex(headers.get("x-ms-blob-content-md5") or
                          (headers.get("Content-MD5") if response.status == 200 else None))
-        if response.status == 416:  # an empty blob has no first range
+        if response.status == 416:  # an empty blob has no first range, and the error answer no properties
             response.drain_conn()
             response.release_conn()
             response = storage.get(key, 0, None, self.etag)
-            stored = stored or md5_hex(response.headers.get("Content-MD5"))
+            headers = response.headers
+            self.etag, self.content_type = headers.get("ETag"), headers.get("Content-Type")
+            self.metadata = user_metadata(http.metadata_from(headers, "x-ms-meta-"))
+            stored = stored or md5_hex(headers.get("Content-MD5"))
         self.ranged, self.segment = strict or not stored, RANGE_MD5_LIMIT
         if strict and response.status == 206 and 2 <= self.size <= RANGE_MD5_LIMIT:
             # Azurite answers a range that covers the whole blob with the stored Content-MD5, not

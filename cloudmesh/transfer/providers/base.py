@@ -142,7 +142,7 @@ class Storage(ABC):
         """Remove the object at `key`."""
 
     def describe(self, info: ObjectInfo) -> ObjectInfo:
-        """A listed object with what a lookup adds (S3 lists no metadata, so no stored MD5)."""
+        """A listed object with what a lookup adds, where a listing lacks something (S3)."""
         return info
 
     def part_sizes(self, info: ObjectInfo) -> tuple[int, ...] | None:
@@ -196,8 +196,9 @@ class Resumable(ABC):
     @abstractmethod
     def resume_upload(self, key: str, source: ObjectInfo, token: str, recorded: dict[int, str]) -> Upload | None:
         """The upload again, with `uploaded` filled from what the target holds; None when it is
-        gone (the caller then begins afresh). `recorded` holds the MD5s of the parts the caller
-        knows it sent, by which a target may recognise an upload that was completed already."""
+        gone (the caller then begins afresh). `recorded` holds the checksums of the parts the caller
+        knows it sent (integrity.part_record: MD5 hex, or 'crc64:...'), by which a target may
+        recognise an upload that was completed already."""
 
     @abstractmethod
     def discard_upload(self, key: str, token: str) -> None:

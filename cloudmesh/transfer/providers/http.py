@@ -89,7 +89,7 @@ class HTTPReader(Reader):
         pauses = None
         while True:
             try:
-                data = self.response.read(size)
+                data = self.response.read(size, decode_content=False)  # the stored bytes, even if gzip
                 self.position += len(data)
                 return data
             except (urllib3.exceptions.HTTPError, OSError) as e:

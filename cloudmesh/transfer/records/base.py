@@ -130,12 +130,13 @@ class Records(ABC):
 
     @abstractmethod
     def part_done(self, transfer_id: str, path: str, upload: str, number: int, md5: str, bytes_done: int) -> None:
-        """Record that part `number` of the object's upload `upload` is stored, with its MD5, and
-        the object's bytes done, at once."""
+        """Record that part `number` of the object's upload `upload` is stored, with its checksum
+        (integrity.part_record: MD5 hex, or 'crc64:...'; the column is named md5), and the object's
+        bytes done, at once."""
 
     @abstractmethod
     def parts(self, transfer_id: str, path: str, upload: str) -> dict[int, str]:
-        """The MD5s (hex) of the parts recorded for the object's upload, by part number."""
+        """The checksums of the parts recorded for the object's upload, by part number."""
 
     @abstractmethod
     def claim(self, transfer_id: str, owner: str, reset: bool = True) -> None:
