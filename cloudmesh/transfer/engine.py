@@ -2,8 +2,8 @@
 
 Every worker holds at most one part in memory, so a transfer uses about `parallel x part size`
 whatever the object sizes. Each object's bytes are proven against what its source claims (see
-integrity.py) as they stream, with each byte hashed by MD5 at most once, and every part is
-checked by the target on arrival. The proof comes before the object becomes visible at the
+integrity.py) as they stream, each byte hashed by MD5 once on most routes (the exceptions are in
+the README), and every part is checked by the target on arrival. The proof comes before the object becomes visible at the
 target: a failed one aborts the upload and leaves the target as it was. Only then is an object
 marked done (and, for a move, recorded as copied, deleted at the source and then marked done),
 so a crash at any point never loses an object and never records one as done that is not

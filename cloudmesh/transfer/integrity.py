@@ -55,11 +55,6 @@ CRCS = {"crc32": zlib.crc32, "crc32c": crc32c, "crc64nvme": crc64}
 CRC_BYTES = {"crc32": 4, "crc32c": 4, "crc64nvme": 8}
 
 
-def crc64nvme_header(crc: int) -> str:
-    """The value of S3's x-amz-checksum-crc64nvme: the CRC, big-endian, base64."""
-    return base64.b64encode(crc.to_bytes(8, "big")).decode()
-
-
 def composite_etag(part_md5s: list[bytes]) -> str:
     """The ETag S3 gives an object completed from parts with these MD5s."""
     return f"{hashlib.md5(b''.join(part_md5s)).hexdigest()}-{len(part_md5s)}"

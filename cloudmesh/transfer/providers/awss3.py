@@ -23,8 +23,7 @@ from botocore.parsers import ResponseParserError
 
 from cloudmesh.transfer.config import StorageConfig
 from cloudmesh.transfer.errors import ConfigError, IntegrityError, NotFound, TransferError
-from cloudmesh.transfer.integrity import (Claim, Proof, combine_crc64, composite_etag, crc64, crc64nvme_header, md5_hex,
-                                          part_record)
+from cloudmesh.transfer.integrity import Claim, Proof, combine_crc64, composite_etag, crc64, md5_hex, part_record
 from cloudmesh.transfer.providers import http
 from cloudmesh.transfer.providers.base import (MiB, ObjectInfo, Part, Reader, Resumable, ServerCopy, SignedURLs,
                                                Storage, Upload)
@@ -48,6 +47,11 @@ def md5_of(etag: str | None) -> str | None:
     """The MD5 an ETag stands for, or None for a multipart ETag."""
     etag = (etag or "").strip('"')
     return etag if len(etag) == 32 and "-" not in etag else None
+
+
+def crc64nvme_header(crc: int) -> str:
+    """The value of S3's x-amz-checksum-crc64nvme: the CRC, big-endian, base64."""
+    return base64.b64encode(crc.to_bytes(8, "big")).decode()
 
 
 def multipart_etag(etag: str | None) -> str | None:
