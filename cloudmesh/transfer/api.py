@@ -6,6 +6,8 @@
 """
 from __future__ import annotations
 
+import hashlib
+import os
 import re
 import secrets
 import threading
@@ -19,18 +21,18 @@ from cloudmesh.transfer import check, location
 from cloudmesh.transfer.compare import Reading
 from cloudmesh.transfer.engine import Engine, Lease, Options, one_line
 from cloudmesh.transfer.errors import Conflict, IdInUse, NotFound, TransferError, UsageError
+from cloudmesh.transfer.limits import MAX_CHUNK, MAX_PARALLEL, MAX_RETRIES, MEMORY_BUDGET, MIN_CHUNK
 from cloudmesh.transfer.location import Location
 from cloudmesh.transfer.planner import Item, Selection, mark_in_sync, plan
 from cloudmesh.transfer.progress import Progress
-from cloudmesh.transfer.providers import MiB, Resumable, Storage, open_storage
+from cloudmesh.transfer.providers import MiB, ObjectInfo, Resumable, Storage, open_storage
 from cloudmesh.transfer.records import Records, open_records
 from cloudmesh.transfer.records.base import SETTLED, iso
 from cloudmesh.transfer.retry import Retry
 
 TRANSFER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-MAX_PARALLEL = 64
-MAX_RETRIES = 20
 CANCEL_WAIT = 30.0  # seconds `cancel` waits for a running transfer to stop
+MEMORY_VARIABLE = "CMS_TRANSFER_MEMORY"
 
 
 def new_id() -> str:
@@ -46,6 +48,22 @@ def parse_bool(value, name: str) -> bool:
     if text in ("false", "no", "0", "off"):
         return False
     raise UsageError(f"{name} must be True or False, not '{value}'")
+
+
+def memory_budget() -> int:
+    """The bytes of parts one process may hold: $CMS_TRANSFER_MEMORY (a size), else MEMORY_BUDGET."""
+    value = os.environ.get(MEMORY_VARIABLE, "").strip()
+    if not value:
+        return MEMORY_BUDGET
+    try:
+        return parse_size(value)
+    except UsageError:
+        raise UsageError(f"{MEMORY_VARIABLE} must be a size such as 4GiB, not '{value[:40]}'") from None
+
+
+def inside(path: str, folder: str) -> bool:
+    """Whether `path` lies under `folder` ('' is the root of a storage, '/' of a disk)."""
+    return not folder or folder == "/" or path.startswith(folder.rstrip("/") + "/")
 
 
 def parse_size(value) -> int:
@@ -79,10 +97,15 @@ class Transfer:
         self._config = None
         self._opened: dict[str, Storage] = {}
         self.options = Options(parallel=self.whole_number(parallel, "--parallel", 1, MAX_PARALLEL), chunk_size=parse_size(chunksize))
-        if self.options.chunk_size < 1 * MiB:
-            raise UsageError("--chunksize must be at least 1MiB")
-        if self.options.chunk_size > 4000 * MiB:
-            raise UsageError("--chunksize must be at most 4000MiB (each of --parallel parts is held in memory)")
+        if self.options.chunk_size < MIN_CHUNK:
+            raise UsageError(f"--chunksize must be at least {MIN_CHUNK // MiB}MiB")
+        if self.options.chunk_size > MAX_CHUNK:
+            raise UsageError(f"--chunksize must be at most {MAX_CHUNK // MiB}MiB (each of --parallel parts is held "
+                             f"in memory)")
+        budget = memory_budget()
+        if self.options.memory > budget:
+            raise UsageError(f"parallel x chunksize is {self.options.memory // MiB}MiB, over the memory budget of "
+                             f"{budget // MiB}MiB ({MEMORY_VARIABLE}); lower one of them")
         self.retry = Retry(attempts=self.whole_number(retries, "--retries", 0, MAX_RETRIES) + 1)
         self.stop = threading.Event()
         self.engine: Engine | None = None
@@ -136,18 +159,47 @@ class Transfer:
     def prepare(self, source: str, target: str, recursive: bool, selection: Selection):
         """Check the locations, open both storages and plan the objects."""
         src, dst = Location.parse(source), Location.parse(target)
-        same = src.storage == dst.storage
-        if same and recursive and (not src.path or dst.path == src.path or dst.path.startswith(src.path + "/")):
-            raise UsageError(f"target '{dst}' is the source folder or lies inside it")
         source_storage, target_storage = self.storage(src.storage), self.storage(dst.storage)
+        (space, src_at), (target_space, dst_at) = source_storage.place(src.path), target_storage.place(dst.path)
+        same = space == target_space or (target_storage.may_share(source_storage) and
+                                         self.probe(source_storage, target_storage, dst, recursive))
+        if same and recursive and (dst_at == src_at or inside(dst_at, src_at)):
+            raise UsageError(f"target '{dst}' is the source folder or lies inside it")
         if self.options.chunk_size > target_storage.max_part_size:
             raise UsageError(f"--chunksize must be at most {target_storage.max_part_size // MiB}MiB "
                              f"for storage '{target_storage.name}'")
         target_storage.is_folder(dst.path)  # wrong credentials, a missing bucket: one error, before any object
         items = plan(source_storage, src, target_storage, dst, recursive, selection)
-        if same and any(item.target_key == item.source.key for item in items):
-            raise UsageError(f"'{src}' would be copied onto itself")
+        if same:
+            self.refuse_overlap(items, source_storage, target_storage)
         return src, dst, (source_storage, target_storage), items
+
+    @staticmethod
+    def probe(source: Storage, target: Storage, dst: Location, recursive: bool) -> bool:
+        """Whether two storages that may be one service are: an empty object written at the target
+        is looked for at the source, then deleted. It lies beside the target (inside it, for a folder)."""
+        folder = dst.path if recursive or dst.folder else dst.path.rpartition("/")[0]
+        key = location.join(folder, f".cmtransfer-probe-{secrets.token_hex(8)}")
+        target.put(key, b"", ObjectInfo(key=key, size=0), hashlib.md5(b"").digest())
+        try:
+            return source.stat(key) is not None
+        finally:
+            target.delete(key)
+
+    @staticmethod
+    def refuse_overlap(items: list[Item], source: Storage, target: Storage) -> None:
+        """Refuse a plan in which an object would land on itself or on another object of the same
+        transfer, judged by where each really lives (an alias, nested roots, another spelling of
+        an endpoint), before anything is written."""
+        sources = {source.place(item.source.key)[1]: item for item in items}
+        for item in items:
+            hit = sources.get(target.place(item.target_key)[1])
+            if hit is item:
+                raise UsageError(f"'{source.name}:{item.source.key}' would be copied onto itself "
+                                 f"('{target.name}:{item.target_key}' is the same object)")
+            if hit is not None:
+                raise UsageError(f"'{target.name}:{item.target_key}' is the source object "
+                                 f"'{source.name}:{hit.source.key}' of this transfer, which it would overwrite")
 
     def start(self, source: str, target: str, recursive: bool, id: str | None, move: bool,
               selection: Selection, progress: Progress | None = None) -> dict:
@@ -194,6 +246,10 @@ class Transfer:
             finally:
                 progress.close()
             message = None
+            if state == "lost":
+                raise TransferError(f"transfer '{run.id}' was taken over by another run (its lease lapsed and it "
+                                    f"was resumed or cancelled elsewhere), so this run stopped; see 'cms transfer "
+                                    f"status --id={run.id}'")
             if state == "cancelled":
                 self.discard_uploads(run.id, run.storages[1])
             elif state in ("completed", "failed"):

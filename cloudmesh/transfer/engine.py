@@ -23,7 +23,8 @@ import threading
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
-from cloudmesh.transfer.errors import IntegrityError, NotFound, TransferError
+from cloudmesh.transfer.compare import Reading, compare
+from cloudmesh.transfer.errors import Changed, IntegrityError, NotFound, TransferError
 from cloudmesh.transfer.integrity import Claim, Outcome, Proof, Verifier, part_matches
 from cloudmesh.transfer.planner import Item
 from cloudmesh.transfer.progress import Progress
@@ -47,6 +48,11 @@ class Options:
     @property
     def objects(self) -> int:
         return 2 * self.parallel
+
+    @property
+    def memory(self) -> int:
+        """The bytes of parts a run may hold at once, which the memory budget bounds."""
+        return self.parallel * self.chunk_size
 
 
 def part_size(size: int, options: Options, target: Storage, claim: Claim | None = None) -> int:
@@ -239,29 +245,48 @@ class Engine:
             message += "; so its source was kept"
         elif move:
             self.records.update_object(self.transfer_id, item.path, state="copied", **fields)
-            try:
-                if self.changed(item.source):
-                    message = "copied and verified, but the source changed since it was read, so it was kept"
-                else:
-                    self.source.delete(item.source.key)
-            except NotFound:
-                pass
-            except (TransferError, OSError) as e:
-                message = f"copied and verified, but the source was not deleted: {one_line(e)}"
+            message = self.delete_source(item)
         state = "unverified" if unverified else "failed" if message else "skipped" if item.skip else "done"
         self.records.update_object(self.transfer_id, item.path, state=state, message=message, **fields)
         self.progress.update(0, 1)
         return not (message and (move or not unverified))
 
+    def delete_source(self, item: Item) -> str | None:
+        """Delete a moved object's source, but only the version that was read and whose copy is
+        proven (conditionally, where the storage can); the reason it was kept otherwise."""
+        try:
+            if item.skip and item.unproven and not self.proven_in_sync(item):
+                return ("skipped, since the target is no older, but its bytes are not proven to be the "
+                        "source's, so the source was kept")
+            if self.changed(item.source):
+                return "copied and verified, but the source changed since it was read, so it was kept"
+            self.source.delete(item.source.key, etag=item.source.etag)
+        except NotFound:
+            pass
+        except Changed:
+            return "copied and verified, but the source changed since it was read, so it was kept"
+        except (TransferError, OSError) as e:
+            return f"copied and verified, but the source was not deleted: {one_line(e)}"
+        return None
+
+    def proven_in_sync(self, item: Item) -> bool:
+        """Whether the target of an object skipped on its time holds the source's bytes, by what
+        both keep (or by reading local files)."""
+        there = self.target.stat(item.target_key)
+        return there is not None and compare(self.source, item.source, self.target, there, Reading.CHEAP).same is True
+
     def changed(self, read: ObjectInfo) -> bool:
-        """Whether the source object is no longer the version that was read (by its ETag where it
-        has one, else size and time), so that a move never deletes bytes it did not copy."""
+        """Whether the source object is no longer the version that was read: another ETag, size
+        or time (to the second, as listings and lookups both give it). A copy onto the source
+        itself through an alias of its storage rewrites it, which changes its time, so that a
+        move never deletes bytes it did not copy."""
         now = self.source.stat(read.key)
         if now is None:
             return False
-        if now.etag and read.etag:  # listings and lookups may quote an ETag differently
-            return now.etag.strip('"') != read.etag.strip('"')
-        return (now.size, now.mtime) != (read.size, read.mtime)
+        if now.etag and read.etag and now.etag.strip('"') != read.etag.strip('"'):  # quoted or not
+            return True
+        stamps = (now.mtime, read.mtime)
+        return now.size != read.size or (None not in stamps and int(now.mtime) != int(read.mtime))
 
     def copy(self, item: Item) -> Copied:
         """Copy one object inside the clouds where the target can, else stream it through bounded

@@ -29,5 +29,17 @@ class NotFound(TransferError):
     """A source object, folder, bucket or container does not exist."""
 
 
+class Changed(TransferError):
+    """An object is no longer the version that was read (a conditional request failed)."""
+
+
 class IntegrityError(TransferError):
     """The bytes at the target are not the bytes of the source."""
+
+
+class RecordsError(TransferError):
+    """The transfer records cannot be read or written (a corrupt, read-only or missing store)."""
+
+
+class RecordsBusy(RecordsError):
+    """Another process holds the transfer records locked for longer than a write waits."""

@@ -21,14 +21,16 @@ SYNC_MODES = ("checksum", "mtime")
 @dataclass
 class Item:
     """One planned object: its path relative to the transfer's source, and where it goes.
-    `skip` is True when the target already holds the same object; `record` is the object's row
-    when a transfer is resumed (its state, upload token and part size)."""
+    `skip` is True when the target already holds the same object, and `unproven` when that was
+    judged by time alone; `record` is the object's row when a transfer is resumed (its state,
+    upload token and part size)."""
 
     path: str
     source: ObjectInfo
     target_key: str
     skip: bool = False
     record: dict | None = None
+    unproven: bool = False
 
 
 @dataclass
@@ -92,7 +94,7 @@ def mark_in_sync(items: list[Item], source: Storage, target: Storage, dst: Locat
         if there is None or there.size != item.source.size:
             continue
         if mode == "mtime":
-            item.skip = there.mtime is not None and item.source.mtime is not None \
+            item.skip = item.unproven = there.mtime is not None and item.source.mtime is not None \
                 and there.mtime + 1 >= item.source.mtime
         else:
             item.skip = compare(source, item.source, target, there, reading).same is True

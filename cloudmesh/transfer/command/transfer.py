@@ -7,6 +7,7 @@ command therefore parses its own arguments and, only when it runs as a one-shot 
 import contextlib
 import json
 import os
+import re
 import signal
 import sys
 import textwrap
@@ -32,13 +33,29 @@ def one_shot() -> bool:
     return in_main
 
 
+# Characters a terminal acts on (C0, DEL, C1, and the bidirectional overrides) rather than shows.
+CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(value):
+    """`value` with every control character in its text escaped (ESC as \\x1b), so that a name
+    from a bucket cannot steer the terminal; dicts and lists are escaped throughout."""
+    if isinstance(value, str):
+        return CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode(), value)
+    if isinstance(value, dict):
+        return {printable(k): printable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [printable(v) for v in value]
+    return value
+
+
 def error(message: str) -> None:
-    print(f"ERROR: {' '.join(str(message).split())}", file=sys.stderr, flush=True)
+    print(f"ERROR: {printable(' '.join(str(message).split()))}", file=sys.stderr, flush=True)
 
 
 def note(message: str) -> None:
     """A line for the person at the terminal, on stderr so that it never mixes with the output."""
-    print(message, file=sys.stderr, flush=True)
+    print(printable(message), file=sys.stderr, flush=True)
 
 
 def dump_json(data) -> None:
@@ -54,7 +71,7 @@ LIST_ORDER = ["id", "state", "source", "target", "copy", "objects", "bytes", "st
 def attributes(rows: dict) -> str:
     """A two-column table; values are shown as text so that 0 and False stay visible."""
     shown = {k: v if isinstance(v, (dict, list)) else str(v if v is not None else "") for k, v in rows.items()}
-    return str(Printer.attribute(shown, order=list(shown), sort_keys=False))
+    return str(Printer.attribute(printable(shown), order=list(shown), sort_keys=False))
 
 
 def print_status(status, output: str) -> None:
@@ -63,7 +80,8 @@ def print_status(status, output: str) -> None:
     elif isinstance(status, list):
         rows = [{**s, "objects": f"{s['objects_done']}/{s['objects_total']}",
                  "bytes": f"{s['bytes_done']}/{s['bytes_total']}"} for s in status]
-        print(Printer.write(rows, order=LIST_ORDER, sort_keys=False, output="table") if rows else "no transfers yet")
+        print(Printer.write(printable(rows), order=LIST_ORDER, sort_keys=False, output="table") if rows
+              else "no transfers yet")
     else:
         rows = {key: status[key] for key in STATUS_ORDER}
         rows["warnings"] = len(status["warnings"])
@@ -77,7 +95,7 @@ def print_rows(rows: list[dict], order: list[str], output: str, empty: str) -> N
     if output == "json":
         dump_json(rows)
     elif rows:
-        print(Printer.write(rows, order=order, sort_keys=False))
+        print(Printer.write(printable(rows), order=order, sort_keys=False))
     elif empty:
         print(empty)
 
@@ -296,7 +314,7 @@ class TransferCommand(PluginCommand):
                        output, "")
         elif arguments["delete"]:
             for key in api.delete(arguments["--target"], recursive=recursive):
-                print(f"deleted {key}")
+                print(f"deleted {printable(key)}")
         elif arguments["check"]:
             report = api.check(arguments["--source"], arguments["--target"], recursive, bool(arguments["--download"]))
             if output == "json":
@@ -315,7 +333,7 @@ class TransferCommand(PluginCommand):
         elif arguments["cleanup"]:
             cleaned = api.cleanup(arguments["--id"])
             for key in cleaned:
-                print(f"discarded the partial upload of {key}")
+                print(f"discarded the partial upload of {printable(key)}")
             if not cleaned:
                 print("no partial uploads")
         elif arguments["serve"]:

@@ -12,6 +12,7 @@ carries a CRC64NVME instead, and the upload's full-object CRC64NVME is checked o
 """
 import base64
 import contextlib
+import logging
 import re
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator
@@ -22,12 +23,14 @@ from botocore.exceptions import BotoCoreError, ClientError
 from botocore.parsers import ResponseParserError
 
 from cloudmesh.transfer.config import StorageConfig
-from cloudmesh.transfer.errors import ConfigError, IntegrityError, NotFound, TransferError
+from cloudmesh.transfer.errors import Changed, ConfigError, IntegrityError, NotFound, TransferError
 from cloudmesh.transfer.integrity import Claim, Proof, combine_crc64, composite_etag, crc64, md5_hex, part_record
 from cloudmesh.transfer.providers import http
 from cloudmesh.transfer.providers.base import (MiB, ObjectInfo, Part, Reader, Resumable, ServerCopy, SignedURLs,
-                                               Storage, Upload)
+                                               Storage, Upload, endpoint_place)
 from cloudmesh.transfer.retry import Retry
+
+log = logging.getLogger(__name__)
 
 CREDENTIAL_ERRORS = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403",
                      "InvalidToken", "ExpiredToken"}
@@ -151,6 +154,7 @@ class S3Storage(Storage, SignedURLs, ServerCopy, Resumable):
         self.bucket = bucket
         self.account = account  # (endpoint, access key id): storages that can read each other's buckets
         self.part_checksum = checksum
+        self.conditional_delete = True  # until the endpoint answers NotImplemented
 
     @classmethod
     def from_config(cls, config: StorageConfig, retry: Retry = Retry()) -> "S3Storage":
@@ -384,7 +388,7 @@ class S3Storage(Storage, SignedURLs, ServerCopy, Resumable):
         if code in ("NoSuchKey", "NoSuchUpload", "404", "NotFound"):
             return NotFound(f"{where} does not exist")
         if code == "PreconditionFailed":
-            return TransferError(f"{where} changed while it was being read")
+            return Changed(f"{where} changed while it was being read")
         if code in CREDENTIAL_ERRORS:
             return ConfigError(f"storage '{self.name}' rejected its credentials ({code})")
         if code.isdigit() and int(code) >= 500:  # botocore reads an answer it cannot parse as a 500
@@ -445,6 +449,27 @@ class S3Storage(Storage, SignedURLs, ServerCopy, Resumable):
             headers["ContentType"] = source.content_type
         return headers
 
-    def delete(self, key: str) -> None:
+    def place(self, key: str) -> tuple[tuple, str]:
+        """Bucket names are global on AWS; elsewhere a bucket is one of its endpoint's."""
+        endpoint = self.account[0] if self.account else None
+        return ("awss3", endpoint_place(endpoint) if endpoint else "aws", self.bucket), key
+
+    def may_share(self, other: Storage) -> bool:
+        return isinstance(other, S3Storage) and other.bucket == self.bucket
+
+    def delete(self, key: str, etag: str | None = None) -> None:
+        """With `etag`, DeleteObject If-Match; an endpoint that does not implement a conditional
+        delete gets a plain one (the move has looked the object up just before)."""
+        condition = {"IfMatch": etag} if etag and self.conditional_delete else {}
         with self.errors(key):
-            self.client.delete_object(Bucket=self.bucket, Key=key)
+            try:
+                self.client.delete_object(Bucket=self.bucket, Key=key, **condition)
+            except ClientError as e:
+                code = e.response.get("Error", {}).get("Code")
+                if code == "PreconditionFailed":
+                    raise Changed(f"'{self.name}:{key}' changed after it was read, so it was not deleted") from None
+                if not (condition and code in ("NotImplemented", "501")):
+                    raise
+                log.info("storage '%s' has no conditional delete; deleting '%s' without one", self.name, key)
+                self.conditional_delete = False
+                self.client.delete_object(Bucket=self.bucket, Key=key)

@@ -31,11 +31,11 @@ from azure.storage.blob import (BlobBlock, BlobSasPermissions, BlobServiceClient
                                 ContentSettings, ExponentialRetry, generate_blob_sas, generate_container_sas)
 
 from cloudmesh.transfer.config import StorageConfig
-from cloudmesh.transfer.errors import ConfigError, IntegrityError, NotFound, TransferError, UsageError
+from cloudmesh.transfer.errors import Changed, ConfigError, IntegrityError, NotFound, TransferError, UsageError
 from cloudmesh.transfer.integrity import RANGE_MD5_LIMIT, Claim, Proof, crc64, md5_hex, part_record
 from cloudmesh.transfer.providers import http
 from cloudmesh.transfer.providers.base import (MiB, ObjectInfo, Part, Reader, Resumable, ServerCopy, SignedURLs,
-                                               Storage, Upload)
+                                               Storage, Upload, endpoint_place)
 from cloudmesh.transfer.retry import Retry
 
 NOT_IMPLEMENTED = ("NotImplemented", "APINotImplemented")
@@ -428,7 +428,7 @@ class AzureStorage(Storage, SignedURLs, ServerCopy, Resumable):
         """The one-line error for an Azure error code and HTTP status, naming the storage, not secrets."""
         where = f"'{self.name}:{key}'" if key else f"storage '{self.name}'"
         if code == "ConditionNotMet" and key:
-            return TransferError(f"{where} changed while it was being read")
+            return Changed(f"{where} changed while it was being read")
         if code == "ContainerNotFound":
             return NotFound(f"container '{self.container_name}' of storage '{self.name}' does not exist")
         if status == 404:
@@ -514,6 +514,19 @@ class AzureStorage(Storage, SignedURLs, ServerCopy, Resumable):
             except (ResourceExistsError, ResourceModifiedError):
                 pass
 
-    def delete(self, key: str) -> None:
-        with self.errors(key):
-            self.container.get_blob_client(key).delete_blob()
+    def place(self, key: str) -> tuple[tuple, str]:
+        """A container of an account at an endpoint, however the endpoint is spelled."""
+        return ("azureblob", endpoint_place(self.container.url), self.container.account_name,
+                self.container_name), key
+
+    def may_share(self, other: Storage) -> bool:
+        return isinstance(other, AzureStorage) and other.container_name == self.container_name and \
+            other.container.account_name == self.container.account_name
+
+    def delete(self, key: str, etag: str | None = None) -> None:
+        condition = {"etag": etag, "match_condition": MatchConditions.IfNotModified} if etag else {}
+        try:
+            with self.errors(key):
+                self.container.get_blob_client(key).delete_blob(**condition)
+        except Changed:
+            raise Changed(f"'{self.name}:{key}' changed after it was read, so it was not deleted") from None

@@ -6,9 +6,13 @@ integrity.py), writes whole small objects or uploads large ones in parts (visibl
 directory. Optional capabilities are mixin classes (SignedURLs, ServerCopy, Resumable) that the
 engine detects with `isinstance`, never by the provider's kind.
 """
+import ipaddress
+import socket
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Iterator
+from urllib.parse import urlsplit
 
 from cloudmesh.transfer.config import StorageConfig
 from cloudmesh.transfer.errors import UsageError
@@ -138,8 +142,9 @@ class Storage(ABC):
         """Start a multi-part upload of an object shaped like `source`."""
 
     @abstractmethod
-    def delete(self, key: str) -> None:
-        """Remove the object at `key`."""
+    def delete(self, key: str, etag: str | None = None) -> None:
+        """Remove the object at `key`; with `etag`, only while it is still that version (Changed
+        when it is not), where the storage can make a delete conditional."""
 
     def describe(self, info: ObjectInfo) -> ObjectInfo:
         """A listed object with what a lookup adds, where a listing lacks something (S3)."""
@@ -162,12 +167,38 @@ class Storage(ABC):
         if len(key.encode("utf-8")) > self.max_key_bytes:
             raise UsageError(f"object name '{key[:60]}...' is longer than {self.max_key_bytes} bytes")
 
+    def place(self, key: str) -> tuple[tuple, str]:
+        """Where `key` really lives, whatever this storage is called and however its address is
+        spelled: (namespace, path). Two storages hold the same object when both are equal, and a
+        key lies inside another's folder when the namespaces are equal and its path is under the
+        other's. By default a storage shares its objects with no other."""
+        return ("storage", self.name), key
+
+    def may_share(self, other: "Storage") -> bool:
+        """Whether `other`, though its place differs, might hold this storage's objects (the same
+        bucket name at another spelling of what may be one service): a probe then decides."""
+        return False
+
     def is_folder(self, prefix: str) -> bool:
         """True when `prefix` is the root or at least one object lies under it."""
         return not prefix or next(iter(self.list(prefix)), None) is not None
 
     def __str__(self) -> str:
         return self.name
+
+
+@lru_cache(maxsize=64)
+def endpoint_place(url: str) -> tuple:
+    """A service endpoint as (port, addresses), however its host is spelled: `localhost` and
+    `127.0.0.1` are the one loopback service, and a name is the set of addresses it resolves to."""
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    host = (parts.hostname or "").lower()
+    try:
+        found = {info[4][0] for info in socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)}
+    except (socket.gaierror, UnicodeError):
+        return port, frozenset([host])
+    return port, frozenset("loopback" if ipaddress.ip_address(a.split("%")[0]).is_loopback else a for a in found)
 
 
 class SignedURLs(ABC):

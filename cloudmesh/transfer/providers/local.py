@@ -123,6 +123,11 @@ class LocalStorage(Storage, Resumable):
         real = path.resolve()
         return real == self.root or self.root in real.parents
 
+    def place(self, key: str) -> tuple[tuple, str]:
+        """The real path, every symlink followed, so that two roots that nest or a folder reached
+        through a symlink are seen as the one place they are."""
+        return ("local",), os.path.realpath(self.root / key) if key else str(self.root)
+
     def info(self, key: str, path: Path) -> ObjectInfo:
         st = path.stat()
         return ObjectInfo(key=key, size=st.st_size, mtime=st.st_mtime,
@@ -192,7 +197,7 @@ class LocalStorage(Storage, Resumable):
             raise UsageError(f"'{token}' is not a partial file of this tool")
         self.path(key).with_name(token).unlink(missing_ok=True)
 
-    def delete(self, key: str) -> None:
+    def delete(self, key: str, etag: str | None = None) -> None:
         try:
             self.path(key).unlink()
         except FileNotFoundError:
