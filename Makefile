@@ -4,16 +4,24 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 AZURITE := deploy/node_modules/.bin/azurite-blob
 
-.PHONY: install test test-records serve demo emulators stop clean
+.PHONY: install test test-records serve demo emulators stop clean upgrade-deps
 
 install: $(BIN)/cms $(AZURITE)
 
-$(BIN)/cms: setup.py requirements.txt requirements-dev.txt
+# The exact versions in constraints.txt (see README, "Installing"); setup.py keeps its ranges.
+$(BIN)/cms: setup.py requirements.txt requirements-dev.txt constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -r requirements-dev.txt
-	$(BIN)/pip install --quiet -e . --config-settings editable_mode=compat
+	$(BIN)/pip install --quiet -r requirements-dev.txt -c constraints.txt
+	$(BIN)/pip install --quiet -e . -c constraints.txt
 	touch $@
+
+# Pins the newest versions that requirements*.txt allow, for Python 3.11 on Linux, with uv's
+# resolver (installed into the venv); the next `make install` (or `make test`) installs them.
+upgrade-deps: $(BIN)/cms
+	$(BIN)/pip install --quiet --upgrade uv
+	$(BIN)/uv pip compile --upgrade --quiet requirements-dev.txt --output-file=constraints.txt \
+		--python-version=3.11 --python-platform=linux --custom-compile-command="make upgrade-deps"
 
 $(AZURITE): deploy/package.json
 	npm install --prefix deploy --no-audit --no-fund --loglevel=error

@@ -15,7 +15,12 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.11",
-    packages=find_namespace_packages(include=["cloudmesh.transfer", "cloudmesh.transfer.*"]),
+    # The checkout's root as the package root, and the `cloudmesh` namespace among the packages: the
+    # wheel is the same, but setuptools' default editable install (`pip install -e .`) becomes a path
+    # entry instead of an import finder, so that cmd5's shell, which finds plugins by walking the
+    # namespace's folders, finds `transfer` (see README, "Installing").
+    package_dir={"": "."},
+    packages=find_namespace_packages(include=["cloudmesh", "cloudmesh.transfer", "cloudmesh.transfer.*"]),
     package_data={"cloudmesh.transfer.service": ["openapi.yaml"]},
     install_requires=[
         line.strip()
