@@ -153,7 +153,8 @@ class Transfer:
                 include=(), exclude=(), sync: str | None = None) -> list[dict]:
         """What copy or move would do, object by object, changing nothing (--dryrun)."""
         _, _, _, items = self.prepare(source, target, recursive, Selection(list(include), list(exclude), sync))
-        return [{"action": ("skip" if item.skip else "copy") + (", delete source" if move else ""),
+        deletes = {False: ", delete source", True: ", delete source if its bytes are proven the same"}
+        return [{"action": ("skip" if item.skip else "copy") + (deletes[item.unproven] if move else ""),
                  "path": item.path, "target": item.target_key, "size": item.source.size} for item in items]
 
     def prepare(self, source: str, target: str, recursive: bool, selection: Selection):
