@@ -22,7 +22,7 @@ import pytest
 from mongomock.collection import Collection as MockCollection
 from pymongo.errors import OperationFailure, ServerSelectionTimeoutError
 
-from cloudmesh.transfer.errors import Conflict, ConfigError, IdInUse, NotFound, TransferError
+from cloudmesh.transfer.errors import Conflict, ConfigError, IdInUse, NotFound, RecordsError, TransferError
 from cloudmesh.transfer.records import open_records
 from cloudmesh.transfer.records import mongo as mongo_module
 from cloudmesh.transfer.records.base import LEASE, STATES
@@ -695,7 +695,7 @@ def test_mongo_errors_are_translated_into_one_line_without_secrets():
     denied = translate(OperationFailure("not authorized on cloudmesh to execute command", code=13), "h:1", [])
     assert isinstance(denied, ConfigError) and "may not use" in str(denied)
     other = translate(OperationFailure("something with pw\ninside", code=2), "h:1", ["pw"])
-    assert type(other) is TransferError and "pw" not in str(other) and "\n" not in str(other)
+    assert type(other) is RecordsError and "pw" not in str(other) and "\n" not in str(other)
     gone = translate(ServerSelectionTimeoutError("h:1: [Errno 111] Connection refused, Timeout: 5s, Topology"),
                      "h:1", [])
     assert str(gone) == "cannot reach the MongoDB transfer records at h:1: [Errno 111] Connection refused"

@@ -10,6 +10,7 @@ from pathlib import Path
 import yaml
 
 from cloudmesh.transfer.errors import ConfigError
+from cloudmesh.transfer.limits import MAX_YAML_ALIAS_NODES, MAX_YAML_BYTES, MAX_YAML_DEPTH, MiB
 from cloudmesh.transfer.location import Location
 
 SECRET_WORDS = ("key", "secret", "password", "token", "connection_string", "sas", "url")
@@ -35,16 +36,88 @@ def masked(value):
     return value
 
 
-def read_yaml(path: Path, what: str):
+class YAMLTooLarge(yaml.YAMLError):
+    """A document that nests too deeply, or whose aliases would repeat too much of it."""
+
+    def __init__(self, problem: str, mark):
+        super().__init__(problem)
+        self.problem, self.problem_mark = problem, mark
+
+
+class BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing what would make a small file large once read: nesting deeper
+    than MAX_YAML_DEPTH, an alias of the node that holds it, and aliases that together repeat more
+    than MAX_YAML_ALIAS_NODES nodes (a "billion laughs" document of 500 bytes names 10**9 strings;
+    PyYAML shares them, but every walk over the data, as masked() and str() are, expands them).
+    Aliases themselves are allowed: cloudmesh writes cloudmesh.yaml with PyYAML, whose dumper
+    writes one (&id001) for each value it meets twice, and people share credentials with them."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self.depth, self.repeated, self.sizes = 0, 0, {}
+
+    def compose_node(self, parent, index):
+        """Count each node as it is composed: its size as a tree (aliases expanded), and the nodes
+        that aliases repeat, so that a bomb is refused at its first alias over the limit."""
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
+            target = self.anchors.get(event.anchor)
+            if target is not None:
+                if id(target) not in self.sizes:
+                    raise YAMLTooLarge(f"the alias *{event.anchor} lies inside the value it names", event.start_mark)
+                self.repeated += self.sizes[id(target)]
+                if self.repeated > MAX_YAML_ALIAS_NODES:
+                    raise YAMLTooLarge(f"its aliases repeat more than {MAX_YAML_ALIAS_NODES} values (an alias bomb?); "
+                                       "write the values out instead", event.start_mark)
+            return super().compose_node(parent, index)
+        self.depth += 1
+        if self.depth > MAX_YAML_DEPTH:
+            raise YAMLTooLarge(f"it nests more than {MAX_YAML_DEPTH} levels deep", event.start_mark)
+        try:
+            node = super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+        if isinstance(node, yaml.MappingNode):
+            children = [child for pair in node.value for child in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            children = node.value
+        else:
+            children = []
+        self.sizes[id(node)] = 1 + sum(self.sizes[id(child)] for child in children)
+        return node
+
+
+def load_yaml(text: str):
+    """The one document in `text`, read by BoundedLoader (None for an empty one)."""
+    loader = BoundedLoader(text)
     try:
-        with open(path, encoding="utf-8") as f:
-            return yaml.safe_load(f)
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
+def read_yaml(path: Path, what: str):
+    """The YAML document of a configuration file, refused with one ConfigError when it is missing,
+    larger than MAX_YAML_BYTES (read no further, so that /dev/zero does not fill memory), not
+    UTF-8, not YAML, or too large once read (BoundedLoader)."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_YAML_BYTES + 1)
     except FileNotFoundError:
         raise ConfigError(f"{what} not found: {path}") from None
     except IsADirectoryError:
         raise ConfigError(f"{what} is a directory, not a file: {path}") from None
+    except OSError as e:
+        raise ConfigError(f"{what} {path} cannot be read: {e.strerror or e}") from None
+    if len(data) > MAX_YAML_BYTES:
+        raise ConfigError(f"{what} {path} is larger than {MAX_YAML_BYTES // MiB} MiB, more than any configuration "
+                          "needs: check that it is the right file")
+    try:
+        return load_yaml(data.decode("utf-8"))
     except UnicodeDecodeError:
         raise ConfigError(f"{what} {path} is not UTF-8 text") from None
+    except YAMLTooLarge as e:
+        raise ConfigError(f"{what} {path} is refused at line {e.problem_mark.line + 1}: {e.problem}") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""

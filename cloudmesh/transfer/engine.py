@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 from cloudmesh.transfer.compare import Reading, compare
-from cloudmesh.transfer.errors import Changed, IntegrityError, NotFound, TransferError
+from cloudmesh.transfer.errors import Changed, IntegrityError, NotFound, RecordsError, TransferError
 from cloudmesh.transfer.integrity import Claim, Outcome, Proof, Verifier, part_matches
 from cloudmesh.transfer.planner import Item
 from cloudmesh.transfer.progress import Progress
@@ -228,6 +228,8 @@ class Engine:
                 copied = self.copy(item)
         except Stopped:
             return None
+        except RecordsError:
+            raise  # the records failed, not this object: the run stops (and reads interrupted)
         except (TransferError, OSError) as e:
             self.records.update_object(self.transfer_id, item.path, state="failed", message=one_line(e))
             return False

@@ -19,3 +19,12 @@ MAX_RECORDS_WAIT = 3600.0
 MAX_YAML_BYTES = 1 * MiB
 MAX_YAML_DEPTH = 100  # nested mappings and lists
 MAX_YAML_ALIAS_NODES = 10_000  # nodes that aliases may add by repeating what their anchors name
+
+# The REST service (service/app.py).
+MAX_BODY = 64 * 1024  # bytes of a request body
+MAX_JSON_DEPTH = 32  # nested objects and arrays in a request body (the contract needs 3)
+MAX_JSON_DIGITS = 100  # digits of a whole number in a request body
+MAX_RUNNING = 4  # transfers one service runs at once
+REQUEST_HEADER_TIMEOUT = 10.0  # seconds from a connection (or a request's first byte) to its headers' end
+REQUEST_BODY_TIMEOUT = 20.0  # seconds from the headers' end to the body's end
+RECORDS_RETRY_AFTER = 5  # seconds, the Retry-After of a 503 answered while the records are locked

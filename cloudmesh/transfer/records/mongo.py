@@ -20,7 +20,7 @@ from urllib.parse import unquote
 import pymongo
 from pymongo.errors import ConfigurationError, ConnectionFailure, DuplicateKeyError, OperationFailure, PyMongoError
 
-from cloudmesh.transfer.errors import Conflict, ConfigError, IdInUse, NotFound, TransferError
+from cloudmesh.transfer.errors import Conflict, ConfigError, IdInUse, NotFound, RecordsError, TransferError
 from cloudmesh.transfer.records.base import SETTLED, Records, owner_alive, state_of, statistic_view, status_view
 
 TRANSFER_FIELDS = ("state", "source", "target", "route", "copy", "recursive", "started", "finished", "host", "pid",
@@ -89,7 +89,8 @@ def connect(settings: dict) -> "MongoRecords":
 
 
 def translate(error: Exception, where: str, secrets: list[str]) -> TransferError:
-    """A pymongo error as one line that names the server but never a password."""
+    """A pymongo error as one line that names the server but never a password: a ConfigError for
+    settings the server refuses, else a RecordsError (the records cannot be read or written)."""
     def clean(text) -> str:
         text = " ".join(str(text).split())
         for secret in secrets:
@@ -100,19 +101,19 @@ def translate(error: Exception, where: str, secrets: list[str]) -> TransferError
         return ConfigError(f"invalid MongoDB settings for the transfer records: {clean(error)}")
     if isinstance(error, ConnectionFailure):
         reason = str(error).split(", Timeout:")[0].split(" (configured timeouts")[0].removeprefix(f"{where}: ")
-        return TransferError(f"cannot reach the MongoDB transfer records at {where}: {clean(reason)}")
+        return RecordsError(f"cannot reach the MongoDB transfer records at {where}: {clean(reason)}")
     if isinstance(error, OperationFailure):
         message = clean((error.details or {}).get("errmsg") or error)
         if error.code == AUTH_FAILED:
             return ConfigError(f"MongoDB at {where} rejected the username or password of the transfer records")
         if error.code == UNAUTHORIZED:
             return ConfigError(f"the MongoDB user may not use the transfer records at {where}: {message}")
-        return TransferError(f"the MongoDB transfer records at {where} failed: {message}")
-    return TransferError(f"the MongoDB transfer records at {where} failed: {type(error).__name__}: {clean(error)}")
+        return RecordsError(f"the MongoDB transfer records at {where} failed: {message}")
+    return RecordsError(f"the MongoDB transfer records at {where} failed: {type(error).__name__}: {clean(error)}")
 
 
 def guarded(method):
-    """Let no pymongo error out: each becomes a one-line TransferError or ConfigError."""
+    """Let no pymongo error out: each becomes a one-line RecordsError or ConfigError."""
     @functools.wraps(method)
     def call(self, *args, **kwargs):
         try:

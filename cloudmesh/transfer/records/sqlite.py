@@ -1,5 +1,12 @@
-"""Transfer records in an embedded SQLite file (WAL mode: several `cms` processes may share it)."""
+"""Transfer records in an embedded SQLite file (WAL mode: several `cms` processes may share it).
+
+Every sqlite3 or OS error leaves this module as one RecordsError naming the file (RecordsBusy when
+another process holds it locked for longer than a write waits), wherever it happens: on opening,
+or in a write in the middle of a transfer."""
 import contextlib
+import errno
+import functools
+import logging
 import os
 import socket
 import sqlite3
@@ -7,7 +14,8 @@ import threading
 import time
 from pathlib import Path
 
-from cloudmesh.transfer.errors import Conflict, IdInUse, NotFound
+from cloudmesh.transfer.errors import Conflict, IdInUse, NotFound, RecordsBusy, RecordsError
+from cloudmesh.transfer.limits import RECORDS_WAIT
 from cloudmesh.transfer.records.base import SETTLED, Records, owner_alive, state_of, statistic_view, status_view
 
 SCHEMA = """
@@ -78,34 +86,123 @@ SELECT count(*) AS objects_total,
 FROM objects WHERE transfer_id = ?
 """
 
+log = logging.getLogger(__name__)
 
-BUSY_SECONDS = 30  # how long a write waits for another process's transaction
+
+def columns_of(db: sqlite3.Connection, table: str) -> set[str]:
+    return {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+
+
+def schema_columns() -> dict[str, set[str]]:
+    """The columns of each table of SCHEMA, as SQLite itself reads it."""
+    with contextlib.closing(sqlite3.connect(":memory:")) as db:
+        db.executescript(SCHEMA)
+        return {table: columns_of(db, table) for table in ("transfers", "objects", "parts")}
+
+
+COLUMNS = schema_columns()
+
+
+def guarded(method):
+    """Let no sqlite3 or OS error out of a store method: each becomes one RecordsError (see failure)."""
+    @functools.wraps(method)
+    def call(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except (sqlite3.Error, OSError) as e:
+            raise self.failure(e) from None
+    return call
 
 
 class SQLiteRecords(Records):
-    def __init__(self, path: Path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
-        self.path = path
+    """The records in one SQLite file. A write waits up to `wait` seconds while another process
+    holds the file locked; reads never wait for a writer (WAL), and opening a file whose schema is
+    current only reads, so that `status` works while another process writes."""
+
+    @guarded
+    def __init__(self, path: Path, wait: float = RECORDS_WAIT):
+        self.path, self.wait = path, wait
         self.lock = threading.Lock()
-        self.db = sqlite3.connect(path, timeout=BUSY_SECONDS, check_same_thread=False, isolation_level=None)
-        self.db.row_factory = sqlite3.Row
-        self.wal()
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        with self.transaction() as db:  # one process at a time creates or migrates the schema
-            for statement in SCHEMA.split(";"):
-                if statement.strip():
-                    db.execute(statement)
-            for table, columns in ADDED.items():
-                present = {row["name"] for row in db.execute(f"PRAGMA table_info({table})")}
-                for name, kind in columns.items():
-                    if name not in present:
-                        db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))  # private from the start, not by umask
+        self.db = sqlite3.connect(path, timeout=wait, check_same_thread=False, isolation_level=None)
+        try:
+            self.db.row_factory = sqlite3.Row
+            self.wal()
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            if self.missing():
+                with self.transaction() as db:  # one process at a time creates or migrates the schema
+                    self.migrate(db)
+        except BaseException:
+            self.db.close()
+            raise
+
+    def failure(self, error: Exception) -> RecordsError:
+        """An sqlite3 or OS error as one line that names the file and says what to do."""
+        where = f"the transfer records {self.path}"
+        if isinstance(error, sqlite3.Error):
+            name = getattr(error, "sqlite_errorname", "") or ""
+            if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+                return RecordsBusy(f"{where} are locked by another process (waited {self.wait:g} s); try again")
+            if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")):
+                return self.not_ours("are not a SQLite database (corrupt or not ours)")
+            if name.startswith("SQLITE_READONLY"):
+                return RecordsError(f"{where} cannot be written (read-only): make the file and its folder writable")
+            if name.startswith("SQLITE_CANTOPEN"):
+                return RecordsError(f"{where} cannot be opened: its folder {self.path.parent} must be writable "
+                                    f"(SQLite keeps {self.path.name}-wal and {self.path.name}-shm beside it)")
+            if name.startswith("SQLITE_FULL"):
+                return RecordsError(f"{where} cannot be written: the disk is full")
+            if name.startswith(("SQLITE_PERM", "SQLITE_AUTH")):
+                return RecordsError(f"{where} cannot be written (permission denied): make the file and its folder "
+                                    "writable")
+            return RecordsError(f"{where} failed: {' '.join(str(error).split()) or type(error).__name__}")
+        reason = error.strerror or type(error).__name__
+        if isinstance(error, IsADirectoryError):
+            return RecordsError(f"{where} cannot be opened: it is a folder, not a file; move it aside to start afresh")
+        if isinstance(error, (FileExistsError, NotADirectoryError)):
+            return RecordsError(f"{where} cannot be opened: {self.path.parent} is not a folder")
+        if error.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+            return RecordsError(f"{where} cannot be written ({reason}): make the file and its folder writable")
+        if error.errno == errno.ENOSPC:
+            return RecordsError(f"{where} cannot be written: the disk is full")
+        return RecordsError(f"{where} cannot be opened: {reason}")
+
+    def not_ours(self, what: str) -> RecordsError:
+        name = self.path.name
+        return RecordsError(f"the transfer records {self.path} {what}: move it aside, with {name}-wal and {name}-shm "
+                            "if present, to start afresh")
+
+    def missing(self) -> bool:
+        """Whether the schema lacks a table or column (read only: no lock is taken). A table of
+        ours that lacks columns no release added is another program's, not one to migrate."""
+        for table, expected in COLUMNS.items():
+            present = columns_of(self.db, table)
+            if present and not expected - set(ADDED.get(table, {})) <= present:
+                raise self.not_ours(f"hold a table '{table}' that is not cms transfer's (not ours)")
+            if expected - present:
+                return True
+        return False
+
+    @staticmethod
+    def migrate(db: sqlite3.Connection) -> None:
+        """Create the tables, and add the columns that later releases added (inside a transaction)."""
+        for statement in SCHEMA.split(";"):
+            if statement.strip():
+                db.execute(statement)
+        for table, columns in ADDED.items():
+            present = columns_of(db, table)
+            for name, kind in columns.items():
+                if name not in present:
+                    db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
 
     def wal(self) -> None:
-        """Switch the file to WAL mode. SQLite answers 'locked' at once, without waiting, while
-        another process opens the same new file, so this waits as a busy timeout would."""
-        deadline = time.monotonic() + BUSY_SECONDS
+        """Switch the file to WAL mode, unless it is in it already (which needs no lock). SQLite
+        answers 'locked' at once, without waiting, while another process opens the same new file,
+        so this waits as a busy timeout would."""
+        if self.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
+            return
+        deadline = time.monotonic() + self.wait
         while True:
             try:
                 self.db.execute("PRAGMA journal_mode=WAL")
@@ -117,20 +214,26 @@ class SQLiteRecords(Records):
 
     @contextlib.contextmanager
     def transaction(self):
-        """One write transaction, taken at once (BEGIN IMMEDIATE) so that processes never deadlock."""
+        """One write transaction, taken at once (BEGIN IMMEDIATE) so that processes never deadlock.
+        A failed one is rolled back if SQLite has not done so itself; the first error is reported."""
         with self.lock:
             self.db.execute("BEGIN IMMEDIATE")
             try:
                 yield self.db
                 self.db.execute("COMMIT")
             except BaseException:
-                self.db.execute("ROLLBACK")
+                if self.db.in_transaction:
+                    try:
+                        self.db.execute("ROLLBACK")
+                    except sqlite3.Error as e:
+                        log.warning("rolling back in %s: %s", self.path, e)
                 raise
 
     def write(self, sql: str, args) -> int:
         with self.transaction() as db:
             return db.execute(sql, args).rowcount
 
+    @guarded
     def create(self, transfer: dict, objects: list[dict]) -> None:
         with self.transaction() as db:
             row = db.execute("SELECT state FROM transfers WHERE id = ?", (transfer["id"],)).fetchone()
@@ -149,6 +252,7 @@ class SQLiteRecords(Records):
                 [(transfer["id"], seq, o["path"], o["source_key"], o["target_key"], o["size"], o.get("etag"),
                   o.get("mtime")) for seq, o in enumerate(objects)])
 
+    @guarded
     def part_done(self, transfer_id: str, path: str, upload: str, number: int, md5: str, bytes_done: int) -> None:
         with self.transaction() as db:
             db.execute("INSERT OR REPLACE INTO parts (transfer_id, path, upload, number, md5) VALUES (?, ?, ?, ?, ?)",
@@ -156,11 +260,13 @@ class SQLiteRecords(Records):
             db.execute("UPDATE objects SET bytes_done = ? WHERE transfer_id = ? AND path = ?",
                        (bytes_done, transfer_id, path))
 
+    @guarded
     def parts(self, transfer_id: str, path: str, upload: str) -> dict[int, str]:
         with self.lock:
             return dict(self.db.execute("SELECT number, md5 FROM parts WHERE transfer_id = ? AND path = ? AND upload = ?",
                                         (transfer_id, path, upload)).fetchall())
 
+    @guarded
     def claim(self, transfer_id: str, owner: str, reset: bool = True) -> None:
         with self.transaction() as db:
             row = db.execute("SELECT * FROM transfers WHERE id = ?", (transfer_id,)).fetchone()
@@ -176,6 +282,7 @@ class SQLiteRecords(Records):
                 db.execute("UPDATE objects SET state = 'pending', bytes_done = 0, message = NULL"
                            " WHERE transfer_id = ? AND state IN ('pending', 'failed')", (transfer_id,))
 
+    @guarded
     def heartbeat(self, transfer_id: str, owner: str) -> str:
         with self.transaction() as db:
             if not db.execute("UPDATE transfers SET heartbeat = ? WHERE id = ? AND owner = ? AND state = 'running'",
@@ -184,9 +291,11 @@ class SQLiteRecords(Records):
             cancel = db.execute("SELECT cancel FROM transfers WHERE id = ?", (transfer_id,)).fetchone()[0]
         return "cancel" if cancel else "run"
 
+    @guarded
     def request_cancel(self, transfer_id: str) -> None:
         self.write("UPDATE transfers SET cancel = 1 WHERE id = ? AND state = 'running'", (transfer_id,))
 
+    @guarded
     def update_object(self, transfer_id: str, path: str, **fields) -> None:
         unknown = set(fields) - OBJECT_FIELDS
         if unknown:
@@ -200,6 +309,7 @@ class SQLiteRecords(Records):
             if fields.get("state") in SETTLED:
                 db.execute("DELETE FROM parts WHERE transfer_id = ? AND path = ?", (transfer_id, path))
 
+    @guarded
     def finish(self, transfer_id: str, state: str, message: str | None = None, owner: str | None = None) -> None:
         self.write("UPDATE transfers SET state = ?, finished = ?, message = ?, cancel = 0"
                    " WHERE id = ? AND (? IS NULL OR owner = ?)",
@@ -216,6 +326,7 @@ class SQLiteRecords(Records):
             " AND (state IN ('failed', 'unverified') OR warning IS NOT NULL) ORDER BY seq", (row["id"],))]
         return status_view(dict(row), counts, notes)
 
+    @guarded
     def status(self, transfer_id: str) -> dict | None:
         with self.lock:
             row = self.db.execute("SELECT * FROM transfers WHERE id = ?", (transfer_id,)).fetchone()
@@ -226,21 +337,25 @@ class SQLiteRecords(Records):
         rows = self.db.execute("SELECT * FROM transfers ORDER BY started DESC, id").fetchall()
         return [row for row in rows if state is None or state_of(dict(row)) == state]
 
+    @guarded
     def transfers(self, state: str | None = None, limit: int | None = None, offset: int = 0) -> list[dict]:
         with self.lock:
             rows = self.rows(state)
             page = rows[offset:] if limit is None else rows[offset:offset + limit]
             return [self.view(row) for row in page]
 
+    @guarded
     def count(self, state: str | None = None) -> int:
         with self.lock:
             return len(self.rows(state))
 
+    @guarded
     def objects(self, transfer_id: str) -> list[dict]:
         with self.lock:
             return [dict(r) for r in self.db.execute(
                 "SELECT * FROM objects WHERE transfer_id = ? ORDER BY seq", (transfer_id,))]
 
+    @guarded
     def statistic(self) -> dict:
         with self.lock:
             states = {}
@@ -259,5 +374,6 @@ class SQLiteRecords(Records):
                     for r in routes}
         return statistic_view(states, by_route, seconds)
 
+    @guarded
     def close(self) -> None:
         self.db.close()
