@@ -319,7 +319,8 @@ def test_every_operation_answers_as_the_contract_says(isolated_service):
     with the token. Left out: that every schema-valid request is accepted, since whether a storage
     name exists and a path is there is known to cloudmesh.yaml and the storages, not to a schema
     (those get a 400 problem, which the other checks verify)."""
-    schema = schemathesis.openapi.from_url(f"{isolated_service.url}/openapi.json")
+    schema = schemathesis.openapi.from_url(f"{isolated_service.url}/openapi.json",
+                                           headers={"Authorization": f"Bearer {TOKEN}"})
     operations = [result.ok() for result in schema.get_all_operations()]
     assert len(operations) == 9
     for operation in operations:

@@ -4,88 +4,134 @@ connexion routes each operation to service/handlers.py, validates requests and r
 against openapi.yaml and checks the bearer token; the handlers call the same Transfer API as the
 command. Transfers run in background threads of this process; stopping the service leaves the
 running ones interrupted, to resume.
+
+Around connexion: RequestGuard refuses, before connexion reads anything, a request without the
+token (only /health is public), with a bad or too large Content-Length, or with a body that is not
+JSON (guard.py); TimedHttp (timeouts.py, uvicorn's protocol) closes a connection whose request
+does not arrive in time; the validators (validation.py) answer bad bodies and parameters with one
+line that names the field. token.py finds or writes the bearer token.
 """
 import contextlib
 import hmac
-import ipaddress
-import os
-import secrets
-import socket
+import logging
+import math
+import sqlite3
 import sys
 import threading
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 with warnings.catch_warnings():  # connexion imports starlette's test client, which warns about httpx
     warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
     import connexion
+from connexion.datastructures import MediaTypeDict
 from connexion.options import SwaggerUIOptions
 from connexion.problem import problem
+from pymongo.errors import PyMongoError
 
-from cloudmesh.transfer.api import Run, Transfer
-from cloudmesh.transfer.config import config_dir
-from cloudmesh.transfer.errors import ConfigError, Conflict, NotFound, TransferError, UsageError
+from cloudmesh.transfer import limits
+from cloudmesh.transfer.api import Run, Transfer, memory_budget
+from cloudmesh.transfer.errors import (ConfigError, Conflict, NotFound, RecordsBusy, RecordsError, TransferError,
+                                       UsageError)
+from cloudmesh.transfer.limits import MiB
+from cloudmesh.transfer.service.guard import RequestGuard
+from cloudmesh.transfer.service.timeouts import TimedHttp
+from cloudmesh.transfer.service.token import service_token
+from cloudmesh.transfer.service.validation import BodyValidator, ParameterCheck
 
 SPEC = Path(__file__).with_name("openapi.yaml")
-TOKEN_FILE = "transfer-token"
-TOKEN_VARIABLE = "CMS_TRANSFER_TOKEN"
-MAX_BODY = 64 * 1024
-MAX_RUNNING = 4
 SHUTDOWN_WAIT = 20.0
+log = logging.getLogger(__name__)
 
 
 class Busy(TransferError):
     """The service runs as many transfers as it may."""
 
 
-class Service:
-    """Runs transfers in daemon threads, at most `limit` at once, each with a Transfer of its own."""
+class OverBudget(Busy):
+    """The transfers the service runs hold too much of its memory budget to start another."""
 
-    def __init__(self, token: str, limit: int = MAX_RUNNING):
+
+@dataclass
+class Running:
+    """A transfer this service runs: its API object and its thread."""
+
+    api: Transfer
+    thread: threading.Thread
+
+
+def mib(size: int) -> str:
+    return f"{math.ceil(size / MiB)}MiB"
+
+
+class Service:
+    """Runs transfers in daemon threads, at most `limit` at once and within the memory `budget`
+    (parallel x chunksize) together, each with a Transfer of its own (which refuses one transfer
+    over the budget by itself). A transfer that does not fit beside the others is refused (429),
+    not queued: the client retries, as it does when all slots are taken."""
+
+    def __init__(self, token: str, limit: int = limits.MAX_RUNNING, budget: int = limits.MEMORY_BUDGET):
         self.token = token
+        self.limit, self.budget = limit, budget
         self.slots = threading.BoundedSemaphore(limit)
-        self.running: dict[str, tuple[Transfer, threading.Thread]] = {}
+        self.running: dict[str, Running] = {}
+        self.memory = 0  # bytes held by the transfers running and being prepared
         self.lock = threading.Lock()
 
     def launch(self, api: Transfer, prepare) -> Run | None:
-        """Take a slot, call `prepare()` (create or reopen a transfer: errors reach the caller) and
-        run what it returns in the background; None (nothing to run) gives the slot back."""
+        """Take a slot and the transfer's memory, call `prepare()` (create or reopen a transfer:
+        errors reach the caller) and run what it returns in the background; None (nothing to run)
+        gives both back."""
+        needed = api.options.memory
         if not self.slots.acquire(blocking=False):
-            raise Busy(f"{MAX_RUNNING} transfers are running in this service; try again later")
+            raise Busy(f"{self.limit} transfers are running in this service; try again later")
+        with self.lock:
+            if self.memory + needed > self.budget:
+                self.slots.release()
+                raise OverBudget(f"the transfers running in this service hold {mib(self.memory)} of the "
+                                 f"{mib(self.budget)} memory budget; this one needs {mib(needed)}; try again later")
+            self.memory += needed
         try:
             run = prepare()
         except BaseException:
-            self.slots.release()
+            self.give_back(needed)
             raise
         if run is None:
-            self.slots.release()
+            self.give_back(needed)
             return None
-        thread = threading.Thread(target=self.execute, args=(api, run), name=f"transfer {run.id}", daemon=True)
+        thread = threading.Thread(target=self.execute, args=(api, run, needed), name=f"transfer {run.id}",
+                                  daemon=True)
         with self.lock:
-            self.running[run.id] = (api, thread)
+            self.running[run.id] = Running(api, thread)
         thread.start()
         return run
 
-    def execute(self, api: Transfer, run: Run) -> None:
+    def give_back(self, memory: int) -> None:
+        with self.lock:
+            self.memory -= memory
+        self.slots.release()
+
+    def execute(self, api: Transfer, run: Run, memory: int) -> None:
         try:
             api.execute(run)
         except Exception as e:
             print(f"transfer '{run.id}' stopped: {e.__class__.__name__}", file=sys.stderr)
         finally:
             with self.lock:
-                if self.running.get(run.id, (None, None))[1] is threading.current_thread():
+                if run.id in self.running and self.running[run.id].thread is threading.current_thread():
                     del self.running[run.id]
-            self.slots.release()
+            self.give_back(memory)
 
     def shutdown(self) -> None:
         """Stop every running transfer as a crash would (each then reads interrupted), and wait
         briefly for their parts in flight."""
         with self.lock:
             running = list(self.running.values())
-        for api, _ in running:
-            api.interrupt()
-        for _, thread in running:
-            thread.join(SHUTDOWN_WAIT)
+        for each in running:
+            each.api.interrupt()
+        for each in running:
+            each.thread.join(SHUTDOWN_WAIT)
 
 
 SERVICE: Service | None = None  # the service this process serves, set by create_app
@@ -98,8 +144,12 @@ def check_token(token: str) -> dict | None:
     return None
 
 
+# Errors as application/problem+json: every known family is a 4xx, a 502 or a 503.
+
+
 def problem_for(request, error: Exception):
     """A TransferError as application/problem+json, with its one line as the detail."""
+    headers = None
     if isinstance(error, Busy):
         status, title = 429, "Too Many Requests"
     elif isinstance(error, Conflict):
@@ -108,38 +158,37 @@ def problem_for(request, error: Exception):
         status, title = 400, "Bad Request"
     elif isinstance(error, NotFound):
         status, title = 404, "Not Found"
+    elif isinstance(error, RecordsError):
+        status, title = 503, "Service Unavailable"
+        if isinstance(error, RecordsBusy):
+            headers = {"Retry-After": str(limits.RECORDS_RETRY_AFTER)}
     else:
         status, title = 502, "Bad Gateway"
-    return problem(status, title, " ".join(str(error).split()))
+    return problem(status, title, " ".join(str(error).split()), headers=headers)
 
 
-class BodyLimit:
-    """ASGI middleware: refuse a request whose Content-Length is over `limit` bytes with 413
-    before its body is read (connexion refuses chunked bodies, which carry none, with 400)."""
-
-    def __init__(self, app, limit: int = MAX_BODY):
-        self.app, self.limit = app, limit
-
-    async def __call__(self, scope, receive, send):
-        length = dict(scope.get("headers") or []).get(b"content-length") if scope["type"] == "http" else None
-        if length is not None and (not length.isdigit() or int(length) > self.limit):
-            return await too_large(send, self.limit)
-        return await self.app(scope, receive, send)
+def store_problem(request, error: Exception):
+    """A record store's own exception that its Records class did not turn into a RecordsError:
+    a 503 all the same (with Retry-After when the store is locked), and its traceback in the log."""
+    log.error("the transfer records failed: %s", error.__class__.__name__, exc_info=error)
+    busy = getattr(error, "sqlite_errorname", None) in ("SQLITE_BUSY", "SQLITE_LOCKED")
+    return problem(503, "Service Unavailable", f"the transfer records failed ({error.__class__.__name__}); "
+                   "try again later, or see the service log",
+                   headers={"Retry-After": str(limits.RECORDS_RETRY_AFTER)} if busy else None)
 
 
-async def too_large(send, limit: int) -> None:
-    body = (f'{{"type": "about:blank", "title": "Payload Too Large", "status": 413, '
-            f'"detail": "the request body is larger than {limit} bytes"}}').encode()
-    await send({"type": "http.response.start", "status": 413,
-                "headers": [(b"content-type", b"application/problem+json"),
-                            (b"content-length", str(len(body)).encode())]})
-    await send({"type": "http.response.body", "body": body})
+def bug_problem(request, error: Exception):
+    """Anything else is a bug: 500 with the exception's class (as the command's `internal error`),
+    and its traceback in the log."""
+    log.error("internal error in %s %s", request.method, request.url.path, exc_info=error)
+    return problem(500, "Internal Server Error",
+                   f"internal error ({error.__class__.__name__}); the service log has the traceback")
 
 
-def create_app(token: str) -> BodyLimit:
-    """The ASGI application: the spec-first API behind the body limit."""
+def create_app(token: str, budget: int = limits.MEMORY_BUDGET) -> RequestGuard:
+    """The ASGI application: the spec-first API behind the guard."""
     global SERVICE
-    SERVICE = Service(token)
+    SERVICE = Service(token, budget=budget)
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
@@ -148,43 +197,20 @@ def create_app(token: str) -> BodyLimit:
 
     app = connexion.AsyncApp(__name__, lifespan=lifespan)
     app.add_api(SPEC, validate_responses=True, strict_validation=True,
-                swagger_ui_options=SwaggerUIOptions(swagger_ui=False))
+                swagger_ui_options=SwaggerUIOptions(swagger_ui=False),
+                validator_map={"body": MediaTypeDict({"*/*json": BodyValidator}), "parameter": ParameterCheck})
     app.add_error_handler(TransferError, problem_for)
-    return BodyLimit(app)
-
-
-def is_loopback(host: str) -> bool:
-    try:
-        return all(ipaddress.ip_address(info[4][0]).is_loopback
-                   for info in socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP))
-    except (socket.gaierror, ValueError):
-        return False
-
-
-def service_token(host: str) -> tuple[str, str]:
-    """The bearer token and where it comes from: $CMS_TRANSFER_TOKEN, else the token file in the
-    config directory, else (only on a loopback address) a new one written there with mode 0600."""
-    if os.environ.get(TOKEN_VARIABLE, "").strip():
-        return os.environ[TOKEN_VARIABLE].strip(), f"${TOKEN_VARIABLE}"
-    path = config_dir() / TOKEN_FILE
-    if path.exists():
-        token = path.read_text(encoding="utf-8").strip()
-        if not token:
-            raise ConfigError(f"the token file {path} is empty")
-        return token, str(path)
-    if not is_loopback(host):
-        raise ConfigError(f"refusing to listen on {host} without a token: set {TOKEN_VARIABLE} or write one to {path}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    token = secrets.token_urlsafe(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(token + "\n")
-    return token, str(path)
+    app.add_error_handler(sqlite3.Error, store_problem)
+    app.add_error_handler(PyMongoError, store_problem)
+    app.add_error_handler(Exception, bug_problem)
+    return RequestGuard(app, token)
 
 
 def serve(host: str = "127.0.0.1", port: int = 8400) -> None:
-    """Serve the API with uvicorn until SIGINT or SIGTERM."""
+    """Serve the API with uvicorn until SIGINT or SIGTERM (HTTP only: no WebSocket upgrades)."""
     import uvicorn
     token, where = service_token(host)
+    budget = memory_budget()
     print(f"cms transfer service on http://{host}:{port} (bearer token: {where})", file=sys.stderr, flush=True)
-    uvicorn.run(create_app(token), host=host, port=port, log_level="info", timeout_graceful_shutdown=5)
+    uvicorn.run(create_app(token, budget), host=host, port=port, log_level="info", timeout_graceful_shutdown=5,
+                http=TimedHttp, ws="none")

@@ -7,7 +7,9 @@ from cloudmesh.transfer import __version__
 from cloudmesh.transfer import config as settings
 from cloudmesh.transfer.api import Transfer
 from cloudmesh.transfer.errors import NotFound, UsageError
+from cloudmesh.transfer.limits import SERVICE_RECORDS_WAIT
 from cloudmesh.transfer.planner import Selection
+from cloudmesh.transfer.records import open_records
 from cloudmesh.transfer.service import app
 
 READER = None  # one Transfer for reading the records, opened on first use; its store is shared
@@ -15,10 +17,12 @@ OPENING = threading.Lock()
 
 
 def reader() -> Transfer:
+    """The service's Transfer for the records. A write waits SERVICE_RECORDS_WAIT for a lock that
+    another process holds (then the request answers 503), since a waiting request holds a worker."""
     global READER
     with OPENING:
         if READER is None:
-            READER = Transfer()
+            READER = Transfer(records=open_records(wait=SERVICE_RECORDS_WAIT))
     return READER
 
 
