@@ -272,3 +272,24 @@ def test_a_run_that_lost_its_lease_says_so(env):
     assert err.startswith("ERROR: ") and err.count("\n") == 1, err
     assert f"transfer '{p}-lease' was taken over by another run" in err
 
+
+
+def test_a_move_onto_itself_through_a_bind_mount_keeps_the_source(env):
+    """A folder mounted a second time inside the root has another real path, so nothing tells the
+    two apart before the copy; the copy then replaces the source file, which the move sees (the
+    file's identity changed since it was read) and keeps."""
+    p = env.prefix
+    env.put("local", f"{p}/a/x.txt", b"the only copy")
+    (env.local / p / "b").mkdir()
+    try:
+        subprocess.run(["mount", "--bind", str(env.local / p / "a"), str(env.local / p / "b")], check=True,
+                       capture_output=True)
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("cannot bind-mount here")
+    try:
+        result = env.transfer("move", f"--source=local:{p}/a/x.txt", f"--target=local:{p}/b/x.txt", "--output=json")
+        assert (env.local / p / "a" / "x.txt").read_bytes() == b"the only copy"
+    finally:
+        subprocess.run(["umount", str(env.local / p / "b")], check=True)
+    assert result.returncode == 1, result.stderr
+    assert "the source changed since it was read, so it was kept" in result.stderr

@@ -330,7 +330,7 @@ class Engine:
                                 content_type=reader.content_type or item.source.content_type or
                                 mimetypes.guess_type(item.source.key)[0],
                                 metadata=dict(reader.metadata or item.source.metadata),
-                                s3etag=claim.value if claim.proof is Proof.PARTS else None)
+                                s3etag=claim.value if claim.proof is Proof.PARTS else None, mode=item.source.mode)
             whole = doubted is not None or (self.target.keeps_md5 and not claim.spends_md5)
             verifier = Verifier(claim, size, f"'{item.path}'", whole)
             psize = (item.record or {}).get("part_size") or part_size(size, self.options, self.target, claim)

@@ -26,7 +26,8 @@ MiB = 1024 * 1024
 class ObjectInfo:
     """What a storage knows of one object. `md5` is the whole-object MD5 (hex) when the storage
     keeps one; `s3etag` the S3 multipart ETag of these bytes (an S3 multipart object's own ETag, or
-    the one this tool stored beside a copy of such an object), by which two copies compare."""
+    the one this tool stored beside a copy of such an object), by which two copies compare.
+    `mode` holds a local file's permission bits (0o777 at most), which a local target gives its copy."""
 
     key: str
     size: int
@@ -36,6 +37,7 @@ class ObjectInfo:
     content_type: str | None = None
     metadata: dict = field(default_factory=dict)
     s3etag: str | None = None
+    mode: int | None = None
 
 
 class Reader(ABC):

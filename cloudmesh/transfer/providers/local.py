@@ -1,22 +1,108 @@
-"""Local disk: keys are paths under the storage's `directory`, and nothing is written outside it.
+"""Local disk: keys are paths under the storage's `directory`, and nothing is read or written outside it.
 
-Uploads go to a hidden `.partial` file beside the target and are renamed into place on complete,
-so a reader never sees a half-written file.
+Every name is opened one component at a time, each relative to the folder opened before it and
+with O_NOFOLLOW, starting from the root opened as a folder; the kernel never follows a symlink
+under the root. A symlink met on the way (also one swapped in while a transfer runs) is read and
+followed by this provider, component by component in the same way, and only while what it names
+stays under the root: a symlink inside the root to a file or folder inside the root works for reads
+and writes, one that leads outside is refused ('leads outside'), as is a loop of more than
+MAX_LINKS links. Listings never descend into symlinked folders; they list a symlinked file that
+resolves inside the root under the link's name, and skip (with a logged warning) links that lead
+outside, loop or lead nowhere, and entries that vanish while the folder is listed. The cloudmesh
+config directory (cloudmesh.yaml, transfer-token, transfer.db), when it lies under the root, is
+never listed, read or written.
+
+Uploads go to a hidden partial file beside the target (created with O_EXCL, in the folder opened as
+above) and are renamed into place on complete, so a reader never sees a half-written file. A file
+copied from a local source gets the source's permission bits, masked by the umask as `cp` does; any
+other new file gets 0o666 masked by the umask.
 """
+import contextlib
 import errno
+import logging
 import mimetypes
 import os
 import secrets
+import stat
+from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from cloudmesh.transfer import config as settings
 from cloudmesh.transfer.config import StorageConfig
-from cloudmesh.transfer.errors import IntegrityError, NotFound, TransferError, UsageError
+from cloudmesh.transfer.errors import Changed, IntegrityError, NotFound, TransferError, UsageError
 from cloudmesh.transfer.integrity import Claim, Proof
 from cloudmesh.transfer.providers.base import ObjectInfo, Reader, Resumable, Storage, Upload
 from cloudmesh.transfer.retry import Retry
 
 PARTIAL_SUFFIX = ".cmtransfer.partial"
+MAX_LINKS = 40  # symlinks followed for one name, as Linux allows; more is a loop
+MAX_NAME_BYTES = 255
+FOLDER = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+NEW_FILE_MODE = 0o666  # masked by the umask, as for any new file
+A_LINK = (errno.ELOOP, errno.EMLINK, errno.ENOTDIR)  # what opening a symlink with O_NOFOLLOW fails with
+log = logging.getLogger(__name__)
+
+
+class Absent(Exception):
+    """A folder on the way to a key does not exist; `parts` is the key's real path as far as it
+    exists, then the rest of its components as they were named."""
+
+    def __init__(self, parts: tuple[str, ...] = ()):
+        super().__init__("/".join(parts))
+        self.parts = parts
+
+
+class Blocked(Exception):
+    """A file stands where a folder on the way to a key should be; `parts` is its real path."""
+
+    def __init__(self, parts: tuple[str, ...]):
+        super().__init__("/".join(parts))
+        self.parts = parts
+
+
+class Changing(Exception):
+    """The entry changed between being looked at and being opened (a race)."""
+
+
+@dataclass
+class Spot:
+    """Where a key's last component lives: its folder, open as `fd` (the caller closes it), that
+    folder's real path under the root as `folder`, and the entry's `name` and lstat (None when
+    there is none). A `name` of '' stands for the root itself."""
+
+    fd: int
+    folder: tuple[str, ...]
+    name: str
+    st: os.stat_result | None
+
+    @property
+    def parts(self) -> tuple[str, ...]:
+        return self.folder + (self.name,) if self.name else self.folder
+
+    def is_a(self, kind) -> bool:
+        return self.st is not None and kind(self.st.st_mode)
+
+    def open_folder(self) -> int:
+        """The entry, a folder, opened without following a symlink."""
+        if not self.name:
+            return os.dup(self.fd)
+        try:
+            return os.open(self.name, FOLDER, dir_fd=self.fd)
+        except OSError as e:
+            if e.errno in A_LINK + (errno.ENOENT,):
+                raise Changing from None
+            raise
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+    def __enter__(self) -> "Spot":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 class LocalReader(Reader):
@@ -24,11 +110,11 @@ class LocalReader(Reader):
 
     claim = Claim(Proof.READ, strict=True)
 
-    def __init__(self, path: Path, offset: int, length: int | None):
-        self.file = open(path, "rb")
+    def __init__(self, fd: int, name: str, offset: int, length: int | None):
+        self.file = os.fdopen(fd, "rb")
         self.file.seek(offset)
         self.left = length
-        self.content_type = mimetypes.guess_type(path.name)[0]
+        self.content_type = mimetypes.guess_type(name)[0]
         self.metadata = {}
 
     def read(self, size: int) -> bytes:
@@ -41,16 +127,26 @@ class LocalReader(Reader):
         self.file.close()
 
 
-class LocalUpload(Upload):
-    """A hidden partial file beside the target; its name is the token, so that a run that was
-    killed can have its partial file removed later."""
+def partial_name(name: str) -> str:
+    """A hidden name beside `name` for its partial file, within the 255-byte limit of a file name;
+    the random part keeps two uploads of one name apart."""
+    tail = f".{secrets.token_hex(4)}{PARTIAL_SUFFIX}"
+    stem = name.encode("utf-8")[:MAX_NAME_BYTES - 1 - len(tail)].decode("utf-8", "ignore")
+    return f".{stem}{tail}"
 
-    def __init__(self, path: Path, source: ObjectInfo, where: str = ""):
-        self.path, self.source, self.where = path, source, where
-        self.partial = path.with_name(f".{path.name}.{secrets.token_hex(4)}{PARTIAL_SUFFIX}")
-        self.token = self.partial.name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.fd = os.open(self.partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+
+class LocalUpload(Upload):
+    """A hidden partial file beside the target, in the target's folder held open as `folder_fd`
+    (which the upload owns); its name is the token, so that a run that was killed can have its
+    partial file removed later. It is created with the source's mode where the source is a local
+    file (see ObjectInfo.mode), else 0o666, the kernel masking either by the umask."""
+
+    def __init__(self, folder_fd: int, name: str, source: ObjectInfo, where: str = ""):
+        self.folder_fd, self.name, self.source, self.where = folder_fd, name, source, where
+        self.partial = self.token = partial_name(name)
+        mode = NEW_FILE_MODE if source.mode is None else source.mode
+        self.fd = os.open(self.partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                          mode, dir_fd=folder_fd)
 
     def put_part(self, number: int, offset: int, data: bytes, md5: bytes | None) -> None:
         view = memoryview(data)
@@ -60,26 +156,52 @@ class LocalUpload(Upload):
 
     def complete(self, md5: bytes | None) -> None:
         size = os.fstat(self.fd).st_size
+        if size != self.source.size:
+            raise IntegrityError(f"wrote {size} bytes to '{self.name}' instead of {self.source.size}")
+        if self.source.mtime is not None:
+            os.utime(self.fd, (self.source.mtime, self.source.mtime))
         os.close(self.fd)
         self.fd = None
-        if size != self.source.size:
-            raise IntegrityError(f"wrote {size} bytes to '{self.path.name}' instead of {self.source.size}")
-        if self.source.mtime is not None:
-            os.utime(self.partial, (self.source.mtime, self.source.mtime))
         try:
-            os.replace(self.partial, self.path)
+            os.replace(self.partial, self.name, src_dir_fd=self.folder_fd, dst_dir_fd=self.folder_fd)
         except IsADirectoryError:  # an object under this name's folder was written meanwhile
             raise TransferError(folder_clash(self.where)) from None
+        self.release()
 
     def abort(self) -> None:
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
-        self.partial.unlink(missing_ok=True)
+        if self.folder_fd is not None:
+            try:
+                os.unlink(self.partial, dir_fd=self.folder_fd)
+            except FileNotFoundError:
+                pass
+            self.release()
+
+    def release(self) -> None:
+        os.close(self.folder_fd)
+        self.folder_fd = None
 
 
 def folder_clash(where: str) -> str:
     return f"cannot write '{where}': it is a folder, so it cannot also be a file (objects lie under '{where}/')"
+
+
+def lstat(name: str, fd: int) -> os.stat_result | None:
+    try:
+        return os.stat(name, dir_fd=fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+
+
+def identity(st: os.stat_result) -> str:
+    return f"{st.st_dev}:{st.st_ino}"
+
+
+def beneath(parts: tuple[str, ...], folder: tuple[str, ...] | None) -> bool:
+    """True when the real path `parts` (under the root) is `folder` or lies inside it."""
+    return folder is not None and parts[:len(folder)] == folder
 
 
 class LocalStorage(Storage, Resumable):
@@ -88,80 +210,338 @@ class LocalStorage(Storage, Resumable):
     keeps_md5 = True  # not stored, but recorded: the MD5 of what was written
     reads_cheaply = True
 
-    def __init__(self, name: str, root: Path, retry: Retry = Retry()):
+    def __init__(self, name: str, root: Path, retry: Retry = Retry(), config_dir: Path | None = None):
+        """`config_dir` (by default the cloudmesh config directory) is never listed, read or written
+        where it lies under `root`."""
         super().__init__(name, retry)
-        self.root = root
+        self.root = Path(os.path.realpath(root))
+        guarded = os.path.realpath(config_dir or settings.config_dir())
+        inside = os.path.relpath(guarded, self.root)
+        self.guarded = None if inside == ".." or inside.startswith("../") else \
+            tuple(p for p in inside.split("/") if p != ".")
 
     @classmethod
     def from_config(cls, config: StorageConfig, retry: Retry = Retry()) -> "LocalStorage":
+        """The root is `directory`, with `~` expanded; a relative one lies under the cloudmesh
+        config directory (where cloudmesh.yaml is), never under the current directory."""
         root = Path(config.require("directory")).expanduser()
-        return cls(config.name, root.resolve(), retry)
+        return cls(config.name, root if root.is_absolute() else settings.config_dir() / root, retry)
 
     def check_key(self, key: str) -> None:
         super().check_key(key)
         parts = key.split("/")
         if key.startswith("/") or "\\" in key or any(p in ("", ".", "..") for p in parts):
             raise UsageError(f"object name {key!r} cannot be stored safely under local storage '{self.name}'")
-        if any(len(p.encode("utf-8")) > 255 for p in parts):
+        if any(len(p.encode("utf-8")) > MAX_NAME_BYTES for p in parts):
             raise UsageError(f"object name '{key[:60]}...' has a path component longer than 255 bytes")
+        if key.endswith(PARTIAL_SUFFIX):
+            raise UsageError(f"object name {key!r} ends in '{PARTIAL_SUFFIX}', which this tool keeps for its "
+                             f"partial files")
+
+    # Finding a key under the root, one component at a time (see the module docstring).
+
+    def components(self, key: str) -> list[str]:
+        """The components of a key to read, delete or write (writes pass `check_key` first)."""
+        Storage.check_key(self, key)
+        parts = key.split("/")
+        if key.startswith("/") or ".." in parts:
+            raise UsageError(f"object name {key!r} cannot be stored safely under local storage '{self.name}'")
+        return [p for p in parts if p not in ("", ".")]
+
+    def open_root(self, create: bool = False) -> int:
+        try:
+            return os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            if not create:
+                raise Absent from None
+        os.makedirs(self.root, exist_ok=True)
+        return os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+
+    def locate(self, key: str, create: bool = False, follow: bool = True) -> Spot:
+        """Open the folder that holds `key`'s last component, following symlinks only while they
+        stay under the root; with `follow`, a symlink as the last component is followed too, and
+        with `create`, missing folders are made (mode 0o777 masked by the umask, as mkdir does).
+        UsageError for a name that leads outside the root or round a loop, Absent for a missing
+        folder, Blocked for a file where a folder should be."""
+        pending = deque(self.components(key))
+        try:
+            root = self.open_root(create)
+        except Absent:
+            raise Absent(tuple(pending)) from None
+        fd, folder, links, looks = root, [], 0, 0  # looks: at one component that keeps changing
+        try:
+            while True:
+                if not pending:  # a symlink named a folder: open it again from its own parent
+                    if not folder:
+                        return Spot(root, (), "", os.fstat(root))
+                    fd = self.restart(fd, root, folder, pending, list(folder))
+                name = pending.popleft()
+                if name == "..":
+                    if not folder:
+                        raise self.outside(key)
+                    fd = self.restart(fd, root, folder, pending, folder[:-1])
+                    continue
+                if not pending:
+                    st = lstat(name, fd)
+                    if not (follow and st is not None and stat.S_ISLNK(st.st_mode)):
+                        if fd != root:
+                            os.close(root)
+                        return Spot(fd, tuple(folder), name, st)
+                else:
+                    try:
+                        child = os.open(name, FOLDER, dir_fd=fd)
+                    except OSError as e:
+                        st = None if e.errno == errno.ENOENT else lstat(name, fd)
+                        if e.errno == errno.ENOENT and create:
+                            with contextlib.suppress(FileExistsError):
+                                os.mkdir(name, 0o777, dir_fd=fd)
+                        elif e.errno == errno.ENOENT:
+                            raise Absent((*folder, name, *pending)) from None
+                        elif e.errno not in A_LINK:
+                            raise
+                        elif st is not None and not stat.S_ISDIR(st.st_mode) and not stat.S_ISLNK(st.st_mode):
+                            raise Blocked((*folder, name)) from None
+                        if st is None or not stat.S_ISLNK(st.st_mode):  # made, or it changed since: look again
+                            looks += 1
+                            if looks > MAX_LINKS:
+                                raise self.changing(key) from None
+                            pending.appendleft(name)
+                            continue
+                    else:
+                        if fd != root:
+                            os.close(fd)
+                        fd, looks = child, 0
+                        folder.append(name)
+                        continue
+                links += 1
+                if links > MAX_LINKS:
+                    raise UsageError(f"'{self.name}:{key}' cannot be opened: it goes round a loop of symbolic links")
+                try:
+                    target = os.readlink(name, dir_fd=fd)
+                except OSError as e:
+                    if e.errno not in (errno.EINVAL, errno.ENOENT):
+                        raise
+                    pending.appendleft(name)  # no longer a symlink: look again (counted as a link)
+                    continue
+                parts = [p for p in target.split("/") if p not in ("", ".")]
+                if target.startswith("/"):
+                    under = [p for p in str(self.root).split("/") if p]
+                    if parts[:len(under)] != under:
+                        raise self.outside(key)
+                    fd = self.restart(fd, root, folder, pending, parts[len(under):])
+                else:
+                    pending.extendleft(reversed(parts))
+        except BaseException:
+            if fd != root:
+                os.close(fd)
+            os.close(root)
+            raise
+
+    @staticmethod
+    def restart(fd: int, root: int, folder: list[str], pending: deque, parts: list[str]) -> int:
+        """Walk `parts`, then what is pending, again from the root; returns the root's fd."""
+        pending.extendleft(reversed(parts))
+        folder.clear()
+        if fd != root:
+            os.close(fd)
+        return root
+
+    def changing(self, key: str) -> TransferError:
+        return TransferError(f"'{self.name}:{key}' kept changing while it was opened")
+
+    def outside(self, key: str) -> UsageError:
+        return UsageError(f"object name {key!r} leads outside local storage '{self.name}'")
+
+    def refuse_guarded(self, key: str, spot: Spot) -> None:
+        if beneath(spot.parts, self.guarded):
+            raise UsageError(f"'{self.name}:{key}' lies in the cloudmesh config directory, which is never copied "
+                             f"or changed")
+
+    def find(self, key: str) -> Spot | None:
+        """The key's entry, every symlink followed (inside the root); None when a folder on the
+        way is missing or is a file."""
+        try:
+            spot = self.locate(key)
+        except (Absent, Blocked):
+            return None
+        try:
+            self.refuse_guarded(key, spot)
+        except BaseException:
+            spot.close()
+            raise
+        return spot
 
     def path(self, key: str) -> Path:
-        """The file for `key`, checked to lie inside the root even through symlinks. Reading is
-        allowed where writing is not (a backslash, say); `check_key` guards every write."""
+        """The file for `key` as a path under the root, checked as every read is (refused when it
+        leads outside the root, round a loop or into the config directory). For showing and for
+        tests only: a path can change after it was checked, so this storage never opens one."""
         if not key:
             return self.root
-        Storage.check_key(self, key)
-        if key.startswith("/") or any(p == ".." for p in key.split("/")):
-            raise UsageError(f"object name {key!r} cannot be stored safely under local storage '{self.name}'")
-        path = self.root / key
-        if not self.inside(path):
-            raise UsageError(f"object name {key!r} leads outside local storage '{self.name}'")
-        return path
-
-    def inside(self, path: Path) -> bool:
-        """True when `path`, with every symlink followed, stays under the root."""
-        real = path.resolve()
-        return real == self.root or self.root in real.parents
+        spot = self.find(key)
+        if spot is not None:
+            spot.close()
+        return self.root / key
 
     def place(self, key: str) -> tuple[tuple, str]:
         """The real path, every symlink followed, so that two roots that nest or a folder reached
-        through a symlink are seen as the one place they are."""
-        return ("local",), os.path.realpath(self.root / key) if key else str(self.root)
+        through a symlink are seen as the one place they are. A name that leads outside the root
+        or round a loop stays as it is named: every read and write refuses it anyway."""
+        if not key:
+            return ("local",), str(self.root)
+        try:
+            with self.locate(key) as spot:
+                parts = spot.parts
+        except Absent as e:
+            parts = e.parts
+        except (Blocked, TransferError):
+            parts = tuple(self.components(key))
+        return ("local",), str(self.root.joinpath(*parts))
 
-    def info(self, key: str, path: Path) -> ObjectInfo:
-        st = path.stat()
-        return ObjectInfo(key=key, size=st.st_size, mtime=st.st_mtime,
-                          content_type=mimetypes.guess_type(path.name)[0])
+    def info(self, key: str, st: os.stat_result) -> ObjectInfo:
+        """A file as an object; its ETag is the file's identity (device and inode), so that a file
+        replaced since it was read (also by a copy onto itself through a bind mount) is seen."""
+        return ObjectInfo(key=key, size=st.st_size, mtime=st.st_mtime, content_type=mimetypes.guess_type(key)[0],
+                          mode=stat.S_IMODE(st.st_mode) & 0o777, etag=identity(st))
+
+    # Reading
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
-        top = self.path(prefix)
-        if not top.is_dir():
+        """The files under `prefix`, a folder's files before its subfolders, each sorted by name."""
+        top = "/".join(self.components(prefix)) if prefix else ""
+        try:
+            if not top:
+                fd, parts = self.open_root(), ()
+            else:
+                spot = self.find(top)
+                if spot is None:
+                    return
+                with spot:
+                    if not spot.is_a(stat.S_ISDIR):
+                        return
+                    fd, parts = spot.open_folder(), spot.parts
+        except (Absent, Changing):
             return
-        for folder, dirs, files in os.walk(top):
-            dirs.sort()
-            for name in sorted(files):
-                if name.endswith(PARTIAL_SUFFIX):
-                    continue
-                path = Path(folder) / name
-                if path.is_file() and self.inside(path):
-                    yield self.info(path.relative_to(self.root).as_posix(), path)
+        try:
+            yield from self.walk(fd, parts, top)
+        finally:
+            os.close(fd)
+
+    def walk(self, fd: int, parts: tuple[str, ...], prefix: str) -> Iterator[ObjectInfo]:
+        """The files of the open folder `fd` (real path `parts`, key `prefix`), then its subfolders'.
+        What cannot be read is skipped with a warning, as is what vanishes meanwhile."""
+        try:
+            with os.scandir(fd) as entries:
+                names = sorted(entry.name for entry in entries)
+        except OSError as e:
+            self.skipped(prefix, f"its folder cannot be listed ({e.strerror})")
+            return
+        folders = []
+        for name in names:
+            key = f"{prefix}/{name}" if prefix else name
+            if beneath((*parts, name), self.guarded):
+                self.skipped(key, "it is the cloudmesh config directory, which is never copied")
+                continue
+            try:
+                st = lstat(name, fd)
+            except OSError as e:
+                self.skipped(key, f"it cannot be read ({e.strerror})")
+                continue
+            if st is None:
+                self.skipped(key, "it vanished while its folder was listed")
+            elif stat.S_ISDIR(st.st_mode):
+                folders.append(name)
+            elif stat.S_ISREG(st.st_mode):
+                if not name.endswith(PARTIAL_SUFFIX):
+                    yield self.info(key, st)
+            elif stat.S_ISLNK(st.st_mode):
+                linked = self.linked(key)
+                if linked is not None:
+                    yield linked
+            else:
+                log.info("not listed: %r is neither a file nor a folder", f"{self.name}:{key}")
+        for name in folders:
+            key = f"{prefix}/{name}" if prefix else name
+            try:
+                child = os.open(name, FOLDER, dir_fd=fd)
+            except FileNotFoundError:
+                self.skipped(key, "it vanished while its folder was listed")
+                continue
+            except OSError as e:
+                self.skipped(key, "it was replaced while its folder was listed" if e.errno in A_LINK
+                             else f"it cannot be read ({e.strerror})")
+                continue
+            try:
+                yield from self.walk(child, (*parts, name), key)
+            finally:
+                os.close(child)
+
+    def linked(self, key: str) -> ObjectInfo | None:
+        """A symlinked file met in a listing, under the link's name; None (and why, logged) when
+        the link leads outside the root, loops or leads nowhere. Symlinked folders are not listed."""
+        try:
+            spot = self.find(key)
+        except TransferError as e:
+            log.warning("skipped: %s", e)
+            return None
+        except OSError as e:
+            self.skipped(key, f"it cannot be read ({e.strerror})")
+            return None
+        if spot is None or spot.st is None:
+            self.skipped(key, "it is a symbolic link to nothing")
+            return None
+        with spot:
+            if stat.S_ISDIR(spot.st.st_mode):
+                log.info("not listed: %r is a symlinked folder, which listings do not descend into",
+                         f"{self.name}:{key}")
+                return None
+            return self.info(key, spot.st) if stat.S_ISREG(spot.st.st_mode) else None
+
+    def skipped(self, key: str, why: str) -> None:
+        log.warning("skipped %r: %s", f"{self.name}:{key}", why)
 
     def lost_metadata(self, info: ObjectInfo) -> tuple[str, ...]:
         """A file keeps no metadata (its content type comes from its name)."""
         return tuple(sorted(info.metadata))
 
     def is_folder(self, prefix: str) -> bool:
-        return self.path(prefix).is_dir()
+        if not prefix:
+            return self.root.is_dir()
+        spot = self.find(prefix)
+        if spot is None:
+            return False
+        with spot:
+            return spot.is_a(stat.S_ISDIR)
 
     def stat(self, key: str) -> ObjectInfo | None:
-        path = self.path(key)
-        return self.info(key, path) if key and path.is_file() else None
+        spot = self.find(key) if key else None
+        if spot is None:
+            return None
+        with spot:
+            return self.info(key, spot.st) if spot.is_a(stat.S_ISREG) else None
 
     def open(self, key: str, offset: int = 0, length: int | None = None, strict: bool = False) -> Reader:
-        path = self.path(key)
-        if not path.is_file():
-            raise NotFound(f"'{self.name}:{key}' does not exist")
-        return LocalReader(path, offset, length)
+        for _ in range(MAX_LINKS):
+            spot = self.find(key)
+            if spot is None or not spot.is_a(stat.S_ISREG):
+                if spot is not None:
+                    spot.close()
+                raise NotFound(f"'{self.name}:{key}' does not exist")
+            with spot:
+                try:
+                    fd = os.open(spot.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                                 dir_fd=spot.fd)
+                except FileNotFoundError:
+                    raise NotFound(f"'{self.name}:{key}' does not exist") from None
+                except OSError as e:
+                    if e.errno not in A_LINK:
+                        raise
+                    continue  # replaced by a symlink since: look again
+            if stat.S_ISREG(os.fstat(fd).st_mode):
+                return LocalReader(fd, key, offset, length)
+            os.close(fd)
+        raise self.changing(key)
+
+    # Writing
 
     def put(self, key: str, data: bytes, source: ObjectInfo, md5: bytes) -> None:
         upload = self.begin(key, source)
@@ -173,20 +553,33 @@ class LocalStorage(Storage, Resumable):
             raise
 
     def begin(self, key: str, source: ObjectInfo) -> Upload:
+        """A partial file in the key's folder, opened as `locate` does (making missing folders).
+        A symlink at the key itself is replaced, never written through, and refused when it leads
+        outside the root."""
         self.check_key(key)
-        path = self.path(key)
-        if path.is_dir():
-            raise TransferError(folder_clash(f"{self.name}:{key}"))
+        where = f"{self.name}:{key}"
         try:
-            return LocalUpload(path, source, f"{self.name}:{key}")
+            spot = self.locate(key, create=True, follow=False)
+        except Blocked as e:
+            raise TransferError(f"cannot write '{where}': '{self.name}:{'/'.join(e.parts)}' is a file, so "
+                                f"it cannot also be a folder") from None
         except OSError as e:
-            if e.errno in (errno.EEXIST, errno.ENOTDIR):
-                blocking = next((p for p in path.parents if p.is_file()), None)
-                if blocking is not None:
-                    name = blocking.relative_to(self.root).as_posix()
-                    raise TransferError(f"cannot write '{self.name}:{key}': '{self.name}:{name}' is a file, so "
-                                        f"it cannot also be a folder") from None
-            raise TransferError(f"cannot write under '{self.name}:{key}': {e.strerror}") from None
+            raise TransferError(f"cannot write under '{where}': {e.strerror}") from None
+        try:
+            self.refuse_guarded(key, spot)
+            if spot.is_a(stat.S_ISDIR):
+                raise TransferError(folder_clash(where))
+            if spot.is_a(stat.S_ISLNK):
+                linked = self.find(key)  # refuses a link that leads outside, loops or leads into the config directory
+                if linked is not None:
+                    linked.close()
+            return LocalUpload(spot.fd, spot.name, source, where)
+        except OSError as e:
+            spot.close()
+            raise TransferError(f"cannot write under '{where}': {e.strerror}") from None
+        except BaseException:
+            spot.close()
+            raise
 
     def resume_upload(self, key: str, source: ObjectInfo, token: str, recorded: dict[int, str]) -> Upload | None:
         """A partial file cannot tell which of its parts were written: always begin afresh."""
@@ -195,10 +588,32 @@ class LocalStorage(Storage, Resumable):
     def discard_upload(self, key: str, token: str) -> None:
         if "/" in token or not token.startswith(".") or not token.endswith(PARTIAL_SUFFIX):
             raise UsageError(f"'{token}' is not a partial file of this tool")
-        self.path(key).with_name(token).unlink(missing_ok=True)
+        try:
+            spot = self.locate(key, follow=False)
+        except (Absent, Blocked):
+            return
+        with spot:
+            try:
+                os.unlink(token, dir_fd=spot.fd)
+            except FileNotFoundError:
+                pass
 
     def delete(self, key: str, etag: str | None = None) -> None:
+        """Remove the file at `key`; a symlink there is removed itself, never what it names. With
+        `etag`, a file that is no longer that one (another inode) is kept (Changed)."""
         try:
-            self.path(key).unlink()
-        except FileNotFoundError:
+            spot = self.locate(key, follow=False)
+        except (Absent, Blocked):
             raise NotFound(f"'{self.name}:{key}' does not exist") from None
+        with spot:
+            self.refuse_guarded(key, spot)
+            if spot.is_a(stat.S_ISLNK):
+                linked = self.find(key)  # refuses a link that leads outside, loops or leads into the config directory
+                if linked is not None:
+                    linked.close()
+            elif etag and spot.st is not None and identity(spot.st) != etag:
+                raise Changed(f"'{self.name}:{key}' changed after it was read, so it was not deleted")
+            try:
+                os.unlink(spot.name, dir_fd=spot.fd)
+            except FileNotFoundError:
+                raise NotFound(f"'{self.name}:{key}' does not exist") from None
