@@ -128,6 +128,20 @@ def atomic_mongomock(monkeypatch):
         monkeypatch.setattr(MockCollection, name, locked(getattr(MockCollection, name)))
     monkeypatch.setattr(MockCollection, "_get_dataset", locked(MockCollection._get_dataset, materialise=True))
 
+    def bulk_write(self, requests, ordered=True):
+        """mongomock's bulk_write rejects current pymongo's request objects: apply each as the
+        server would, in order (the UpdateOne and DeleteMany the store sends)."""
+        with lock:
+            for request in requests:
+                if isinstance(request, pymongo.UpdateOne):
+                    self.update_one(request._filter, request._doc)
+                elif isinstance(request, pymongo.DeleteMany):
+                    self.delete_many(request._filter)
+                else:
+                    raise NotImplementedError(type(request).__name__)
+
+    monkeypatch.setattr(MockCollection, "bulk_write", bulk_write)
+
 
 @pytest.fixture(params=["sqlite", "mongo"])
 def backend(request, tmp_path):
@@ -219,6 +233,50 @@ def test_update_object_sets_every_field_it_names_and_only_those(records):
     records.update_object("t1", "f0", upload=None, part_size=None, bytes_done=0)
     first = records.objects("t1")[0]
     assert (first["upload"], first["part_size"], first["bytes_done"], first["etag"]) == (None, None, 0, "new")
+
+
+def test_update_objects_applies_many_changes_in_order_and_drops_parts_of_settled_objects(records):
+    records.create(transfer("t1"), objects(1, 2, 3))
+    records.part_done("t1", "f2", "u", 1, "m1", 1)
+    records.update_objects("t1", [("f0", {"state": "failed", "message": "x"}), ("f1", {"bytes_done": 1}),
+                                  ("f0", {"state": "done", "message": None}), ("f2", {"state": "done"})])
+    rows = {r["path"]: r for r in records.objects("t1")}
+    assert (rows["f0"]["state"], rows["f0"]["message"], rows["f1"]["bytes_done"]) == ("done", None, 1)
+    assert records.parts("t1", "f2", "u") == {}
+    with pytest.raises(ValueError, match="unknown object fields"):
+        records.update_objects("t1", [("f1", {"colour": "red"})])
+
+
+def test_a_batch_writes_in_order_on_time_at_its_size_and_at_once_when_asked(records):
+    """Group commit: updates wait for the batch's size or time, `sync` writes everything before
+    it at once, later fields win, and close writes the rest."""
+    from cloudmesh.transfer.records.batch import Batch
+    records.create(transfer("t1"), objects(*range(1, 8)))
+    batch = Batch(records, "t1", size=3, seconds=60)
+    try:
+        state = lambda: [r["state"] for r in records.objects("t1")]  # noqa: E731
+        batch.update("f0", state="failed")
+        batch.update("f0", state="done")
+        assert state()[0] == "pending"
+        batch.update("f1", state="done")
+        batch.update("f2", state="done")  # the third object: the batch is full
+        assert state()[:3] == ["done"] * 3
+        batch.update("f3", state="done")
+        batch.update("f4", sync=True, state="copied")
+        assert state()[3:5] == ["done", "copied"]
+        batch.update("f5", state="done")
+    finally:
+        batch.close()
+    assert state()[5:] == ["done", "pending"]
+    timed = Batch(records, "t1", seconds=0.05)
+    try:
+        timed.update("f6", state="done")
+        deadline = time.monotonic() + 5
+        while state()[6] != "done" and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert state()[6] == "done"
+    finally:
+        timed.close()
 
 
 def test_objects_of_another_transfer_are_kept_apart(records):

@@ -8,7 +8,9 @@ target: a failed one aborts the upload and leaves the target as it was. Only the
 marked done (and, for a move, recorded as copied, deleted at the source and then marked done),
 so a crash at any point never loses an object and never records one as done that is not
 verified. An object that nothing can prove is committed and recorded unverified, and a move
-keeps its source.
+keeps its source. Outcomes reach the records in batches (group commit, records/batch.py): a crash
+may forget that an object was done, which resume finds at the target, but a move's "copied" and
+an upload's token are written before the step that needs them.
 
 A run holds a lease on its transfer (a heartbeat in the records): it stops when the transfer is
 cancelled, and a run whose process died is seen as interrupted. Large objects record their
@@ -31,6 +33,7 @@ from cloudmesh.transfer.progress import Progress
 from cloudmesh.transfer.providers import MiB, ObjectInfo, Reader, Resumable, ServerCopy, Storage, Upload
 from cloudmesh.transfer.records import Records
 from cloudmesh.transfer.records.base import HEARTBEAT
+from cloudmesh.transfer.records.batch import Batch
 
 
 SMALL = 1 * MiB  # objects up to this size take no memory slot: a worker holds at most this much
@@ -198,14 +201,18 @@ class Engine:
         completed only if every object is settled, cancelled, failed; or "lost" when another run
         took the transfer over, "interrupt" when told to stop as a crash would."""
         self.transfer_id = transfer_id
+        self.batch = Batch(self.records, transfer_id)
         lease.listen(self.halt)
-        with ThreadPoolExecutor(self.options.parallel, thread_name_prefix="part") as self.part_pool, \
-                ThreadPoolExecutor(self.options.objects, thread_name_prefix="object") as objects:
-            try:
-                outcomes = list(objects.map(lambda item: self.transfer(item, move), items))
-            except BaseException:
-                self.halt("interrupt")
-                raise
+        try:
+            with ThreadPoolExecutor(self.options.parallel, thread_name_prefix="part") as self.part_pool, \
+                    ThreadPoolExecutor(self.options.objects, thread_name_prefix="object") as objects:
+                try:
+                    outcomes = list(objects.map(lambda item: self.transfer(item, move), items))
+                except BaseException:
+                    self.halt("interrupt")
+                    raise
+        finally:
+            self.batch.close()  # every outcome is in the records before the run is said to have ended
         if self.reason in ("lost", "interrupt"):
             return self.reason
         return "completed" if all(outcomes) else "cancelled" if self.cancelled else "failed"
@@ -231,11 +238,11 @@ class Engine:
         except RecordsError:
             raise  # the records failed, not this object: the run stops (and reads interrupted)
         except (TransferError, OSError) as e:
-            self.records.update_object(self.transfer_id, item.path, state="failed", message=one_line(e))
+            self.batch.update(item.path, state="failed", message=one_line(e))
             return False
         except Exception as e:
             log.exception("copying %s", item.path)
-            self.records.update_object(self.transfer_id, item.path, state="failed",
+            self.batch.update(item.path, state="failed",
                                        message=f"{e.__class__.__name__} while copying")
             return False
         size = 0 if item.skip else item.source.size
@@ -246,10 +253,10 @@ class Engine:
         if move and unverified:
             message += "; so its source was kept"
         elif move:
-            self.records.update_object(self.transfer_id, item.path, state="copied", **fields)
+            self.batch.update(item.path, sync=True, state="copied", **fields)  # before the source goes
             message = self.delete_source(item)
         state = "unverified" if unverified else "failed" if message else "skipped" if item.skip else "done"
-        self.records.update_object(self.transfer_id, item.path, state=state, message=message, **fields)
+        self.batch.update(item.path, state=state, message=message, **fields)
         self.progress.update(0, 1)
         return not (message and (move or not unverified))
 
@@ -378,7 +385,7 @@ class Engine:
             self.target.discard_upload(item.target_key, token)
         upload = self.target.begin(item.target_key, shaped)
         if upload.token:
-            self.records.update_object(self.transfer_id, item.path, upload=upload.token, part_size=psize)
+            self.batch.update(item.path, sync=True, upload=upload.token, part_size=psize)  # before its first part
         return upload, {}
 
     def upload(self, item: Item, reader: Reader, psize: int, shaped: ObjectInfo, verifier: Verifier,
@@ -440,7 +447,7 @@ class Engine:
                 except (TransferError, OSError):
                     pass  # its token stays recorded, for `cleanup`
                 else:
-                    self.records.update_object(self.transfer_id, item.path, upload=None)
+                    self.batch.update(item.path, upload=None)
             raise
         return outcome
 
@@ -464,7 +471,7 @@ class Engine:
             self.settle_part(sent, len(data))
 
     def settle_part(self, sent: Sent, nbytes: int) -> None:
-        self.records.update_object(self.transfer_id, sent.path, bytes_done=sent.add(nbytes))
+        self.batch.update(sent.path, bytes_done=sent.add(nbytes))
         self.progress.update(nbytes, 0)
 
     def check_length(self, item: Item, length: int) -> None:

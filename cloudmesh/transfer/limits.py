@@ -20,6 +20,15 @@ MAX_YAML_BYTES = 1 * MiB
 MAX_YAML_DEPTH = 100  # nested mappings and lists
 MAX_YAML_ALIAS_NODES = 10_000  # nodes that aliases may add by repeating what their anchors name
 
+# Logging (logs.py): configured secrets at least this long are masked wherever a log line holds
+# them; shorter values would mask ordinary words.
+MIN_MASKED_SECRET = 6
+
+# The in-memory storage's generated objects (providers/memory.py): `generate: N` of `size: BYTES`.
+MAX_GENERATED = 10**8  # their keys have 8 digits, so that sorted order is numeric order
+GENERATED_SIZE = 1024
+MAX_GENERATED_SIZE = 64 * MiB
+
 # The REST service (service/app.py).
 MAX_BODY = 64 * 1024  # bytes of a request body
 MAX_JSON_DEPTH = 32  # nested objects and arrays in a request body (the contract needs 3)
@@ -28,3 +37,7 @@ MAX_RUNNING = 4  # transfers one service runs at once
 REQUEST_HEADER_TIMEOUT = 10.0  # seconds from a connection (or a request's first byte) to its headers' end
 REQUEST_BODY_TIMEOUT = 20.0  # seconds from the headers' end to the body's end
 RECORDS_RETRY_AFTER = 5  # seconds, the Retry-After of a 503 answered while the records are locked
+
+# Group commit of object updates (records/batch.py): written every so many objects or seconds.
+BATCH_OBJECTS = 500
+BATCH_SECONDS = 0.1

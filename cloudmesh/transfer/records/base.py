@@ -128,6 +128,12 @@ class Records(ABC):
         """Change an object's state, bytes_done, md5, method, proof, message, warning, upload token
         or part_size, or (when its source changed) its size, etag and mtime."""
 
+    def update_objects(self, transfer_id: str, updates: list[tuple[str, dict]]) -> None:
+        """Apply several objects' changes (path, fields), in order; stores override this to write
+        them in one transaction or bulk request (records/batch.py sends them so)."""
+        for path, fields in updates:
+            self.update_object(transfer_id, path, **fields)
+
     @abstractmethod
     def part_done(self, transfer_id: str, path: str, upload: str, number: int, md5: str, bytes_done: int) -> None:
         """Record that part `number` of the object's upload `upload` is stored, with its checksum

@@ -237,6 +237,24 @@ class MongoRecords(Records):
             self.parts_.delete_many({"transfer_id": transfer_id, "path": path})
 
     @guarded
+    def update_objects(self, transfer_id: str, updates: list[tuple[str, dict]]) -> None:
+        """Every change in one ordered bulk write (one round trip for a batch of objects)."""
+        changes, settled = [], []
+        for path, fields in updates:
+            unknown = set(fields) - OBJECT_FIELDS
+            if unknown:
+                raise ValueError(f"unknown object fields {sorted(unknown)}")
+            match = {"transfer_id": transfer_id, "path": path}
+            if fields:
+                changes.append(pymongo.UpdateOne(match, {"$set": fields}))
+            if fields.get("state") in SETTLED:
+                settled.append(pymongo.DeleteMany(match))
+        if changes:
+            self.objects_.bulk_write(changes, ordered=True)
+        if settled:
+            self.parts_.bulk_write(settled, ordered=False)
+
+    @guarded
     def finish(self, transfer_id: str, state: str, message: str | None = None, owner: str | None = None) -> None:
         match = {"_id": transfer_id} if owner is None else {"_id": transfer_id, "owner": owner}
         self.transfers_.update_one(match, {"$set": {"state": state, "finished": time.time(), "message": message,

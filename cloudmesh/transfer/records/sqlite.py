@@ -295,19 +295,25 @@ class SQLiteRecords(Records):
     def request_cancel(self, transfer_id: str) -> None:
         self.write("UPDATE transfers SET cancel = 1 WHERE id = ? AND state = 'running'", (transfer_id,))
 
-    @guarded
     def update_object(self, transfer_id: str, path: str, **fields) -> None:
-        unknown = set(fields) - OBJECT_FIELDS
-        if unknown:
-            raise ValueError(f"unknown object fields {sorted(unknown)}")
-        if not fields:
-            return
-        assignments = ", ".join(f"{name} = ?" for name in fields)
+        self.update_objects(transfer_id, [(path, fields)])
+
+    @guarded
+    def update_objects(self, transfer_id: str, updates: list[tuple[str, dict]]) -> None:
+        """Every change in one transaction (one commit for a batch of objects)."""
+        for _, fields in updates:
+            unknown = set(fields) - OBJECT_FIELDS
+            if unknown:
+                raise ValueError(f"unknown object fields {sorted(unknown)}")
         with self.transaction() as db:
-            db.execute(f"UPDATE objects SET {assignments} WHERE transfer_id = ? AND path = ?",
-                       (*fields.values(), transfer_id, path))
-            if fields.get("state") in SETTLED:
-                db.execute("DELETE FROM parts WHERE transfer_id = ? AND path = ?", (transfer_id, path))
+            for path, fields in updates:
+                if not fields:
+                    continue
+                assignments = ", ".join(f"{name} = ?" for name in fields)
+                db.execute(f"UPDATE objects SET {assignments} WHERE transfer_id = ? AND path = ?",
+                           (*fields.values(), transfer_id, path))
+                if fields.get("state") in SETTLED:
+                    db.execute("DELETE FROM parts WHERE transfer_id = ? AND path = ?", (transfer_id, path))
 
     @guarded
     def finish(self, transfer_id: str, state: str, message: str | None = None, owner: str | None = None) -> None:
