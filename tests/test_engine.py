@@ -59,7 +59,7 @@ def test_a_failed_part_leaves_every_memory_slot_free_and_no_partial_file(tmp_pat
 
     assert engine.run("t", items, move=False, lease=Lease(records, "t", "o")) == "failed"
 
-    assert all(engine.slots.acquire(blocking=False) for _ in range(2))
+    assert all(engine.parts.places.acquire(blocking=False) for _ in range(2))
     status = records.status("t")
     assert status["objects_failed"] == 2 and {e["message"] for e in status["errors"]} == {"part 2 refused"}
     assert list((tmp_path / "dst").iterdir()) == []

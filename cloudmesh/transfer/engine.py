@@ -22,10 +22,12 @@ import logging
 import math
 import mimetypes
 import threading
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import Future, wait
+from typing import Iterable
 from dataclasses import dataclass, field
 
 from cloudmesh.transfer.compare import Reading, compare
+from cloudmesh.transfer.executor import BoundedExecutor
 from cloudmesh.transfer.errors import Changed, IntegrityError, NotFound, RecordsError, TransferError
 from cloudmesh.transfer.integrity import Claim, Outcome, Proof, Verifier, part_matches
 from cloudmesh.transfer.planner import Item
@@ -174,9 +176,9 @@ def read_exact(reader: Reader, size: int) -> bytes:
 class Engine:
     """Copies planned items from one storage to another and records each object's outcome.
 
-    Objects run `options.objects` at a time; the parts of large objects are uploaded by a second
-    pool, and a semaphore of `parallel` slots bounds the parts held in memory across the transfer
-    (a cancelled part gives its slot back, or later objects would wait for it forever).
+    Objects run `options.objects` at a time, taken from the items as places free up (an iterator
+    of any length is never held whole); the parts of large objects are uploaded by a second pool,
+    whose `parallel` places bound the parts held in memory across the transfer (executor.py).
     Setting `stop` (Ctrl-C) cancels the run: no new object or part starts, open uploads are aborted.
     """
 
@@ -184,9 +186,10 @@ class Engine:
                  progress: Progress = Progress(), stop: threading.Event | None = None):
         self.source, self.target, self.records, self.options = source, target, records, options
         self.progress = progress
-        self.slots = threading.BoundedSemaphore(options.parallel)
         self.stop = stop or threading.Event()
         self.reason: str | None = None  # why the run stops: "cancel", "lost" or "interrupt"
+        self.unsettled = False  # an object that was not settled as asked (failed, or stopped)
+        self.error: BaseException | None = None  # what stopped the run from inside an object (the records failed)
 
     def halt(self, reason: str) -> None:
         self.reason = self.reason or reason
@@ -196,7 +199,7 @@ class Engine:
     def cancelled(self) -> bool:
         return self.stop.is_set() and self.reason in (None, "cancel")
 
-    def run(self, transfer_id: str, items: list[Item], move: bool, lease: Lease) -> str:
+    def run(self, transfer_id: str, items: Iterable[Item], move: bool, lease: Lease) -> str:
         """Transfer every item under the lease; returns how the run ended (the caller records it):
         completed only if every object is settled, cancelled, failed; or "lost" when another run
         took the transfer over, "interrupt" when told to stop as a crash would."""
@@ -204,18 +207,35 @@ class Engine:
         self.batch = Batch(self.records, transfer_id)
         lease.listen(self.halt)
         try:
-            with ThreadPoolExecutor(self.options.parallel, thread_name_prefix="part") as self.part_pool, \
-                    ThreadPoolExecutor(self.options.objects, thread_name_prefix="object") as objects:
+            with BoundedExecutor(self.options.parallel, self.options.parallel, "part") as self.parts, \
+                    BoundedExecutor(self.options.objects, 2 * self.options.objects, "object") as objects:
                 try:
-                    outcomes = list(objects.map(lambda item: self.transfer(item, move), items))
+                    for item in items:
+                        if self.stop.is_set():
+                            self.unsettled = True
+                            break
+                        objects.submit(self.transfer, item, move).add_done_callback(self.tally)
                 except BaseException:
                     self.halt("interrupt")
                     raise
         finally:
             self.batch.close()  # every outcome is in the records before the run is said to have ended
+        if self.error is not None:
+            raise self.error
         if self.reason in ("lost", "interrupt"):
             return self.reason
-        return "completed" if all(outcomes) else "cancelled" if self.cancelled else "failed"
+        if not self.unsettled:
+            return "completed"
+        return "cancelled" if self.cancelled else "failed"
+
+    def tally(self, future: Future) -> None:
+        """Count an object's outcome; an error out of it (the records failed) stops the run."""
+        error = future.exception()
+        if error is not None:
+            self.error = self.error or error
+            self.halt("interrupt")
+        elif future.result() is not True:
+            self.unsettled = True
 
     def transfer(self, item: Item, move: bool) -> bool | None:
         """Copy (unless already in sync, or copied by an earlier run) and for a move then delete one
@@ -342,7 +362,7 @@ class Engine:
             verifier = Verifier(claim, size, f"'{item.path}'", whole)
             psize = (item.record or {}).get("part_size") or part_size(size, self.options, self.target, claim)
             if size <= psize:
-                with self.slots if size > SMALL else contextlib.nullcontext():
+                with self.parts.place() if size > SMALL else contextlib.nullcontext():
                     data = read_exact(reader, size + 1)
                     self.check_length(item, len(data))
                     verifier.update(data)
@@ -393,7 +413,7 @@ class Engine:
         """Read parts in order, proving the object as they stream; upload them in parallel, each
         with its MD5 where the proof computed it (or the target needs one), else the target's CRC;
         except parts the target already holds with the same size and checksum (as the target
-        reports it, or as recorded when the part was sent: Azure lists blocks without one). A slot
+        reports it, or as recorded when the part was sent: Azure lists blocks without one). A place
         is taken before a part is read and given back once it is uploaded. The object is proven
         before it is completed.
 
@@ -407,9 +427,7 @@ class Engine:
                     raise sent.failed
                 if self.stop.is_set():
                     raise Stopped
-                self.slots.acquire()
-                submitted = None
-                try:
+                with self.parts.place() as place:  # given back once its part is uploaded, or at once
                     data = read_exact(reader, min(psize, item.source.size - offset))
                     if not data:
                         break
@@ -424,12 +442,7 @@ class Engine:
                         self.settle_part(sent, len(data))
                     else:
                         compute = md5 is None and (self.target.part_checksum == "md5" or not verifier.md5_spent)
-                        submitted = self.part_pool.submit(self.put_part, upload, number, offset, data, md5, compute,
-                                                          sent)
-                        pending.append(submitted)
-                finally:
-                    if submitted is None:  # a submitted part gives its slot back once it is uploaded
-                        self.slots.release()
+                        pending.append(place.submit(self.put_part, upload, number, offset, data, md5, compute, sent))
                 offset += len(data)
             self.check_length(item, offset + len(reader.read(1)))
             for future in pending:
@@ -438,8 +451,7 @@ class Engine:
             upload.complete(bytes.fromhex(outcome.md5) if outcome.md5 else None)
         except BaseException as e:
             for future in pending:
-                if future.cancel():
-                    self.slots.release()
+                future.cancel()
             wait(pending)
             if isinstance(e, IntegrityError) or self.cancelled or not upload.keeps_parts:
                 try:
@@ -461,8 +473,6 @@ class Engine:
         except BaseException as e:
             sent.failed = sent.failed or e
             raise
-        finally:
-            self.slots.release()
         if upload.token:
             self.records.part_done(self.transfer_id, sent.path, upload.token, number, checksum or "",
                                    sent.add(len(data)))
