@@ -1,7 +1,9 @@
-"""One contract, every provider: local disk, S3 (moto) and Azure Blob (Azurite), over real HTTP.
+"""One contract, every provider: local disk, S3 (moto) and Azure Blob (Azurite) over real HTTP,
+and the in-memory storage.
 
 Each test builds its storage the way `cms` does, from the test's cloudmesh.yaml, and checks one
-promise of the Storage interface in providers/base.py.
+promise of the Storage interface in providers/base.py; the optional capabilities are checked on
+the kinds that offer them.
 """
 import base64
 import hashlib
@@ -10,22 +12,40 @@ import os
 
 import pytest
 
+import emulators as emu
 from cloudmesh.transfer.config import load_storages
-from cloudmesh.transfer.errors import ConfigError, NotFound, TransferError, UsageError
+from cloudmesh.transfer.errors import Changed, ConfigError, NotFound, TransferError, UsageError
 from cloudmesh.transfer.integrity import Proof
-from cloudmesh.transfer.providers import ObjectInfo, open_storage
+from cloudmesh.transfer.providers import ObjectInfo, Resumable, open_storage
 
 CHUNK = 64 * 1024
-KINDS = ["local", "awss3", "azure"]
+KINDS = ["local", "awss3", "azure", "memory"]
+RESUMABLE = ["local", "awss3", "azure"]  # the kinds whose uploads a later run can reopen or discard
+
+
+def add_memory(env, name: str = "memory", **settings) -> None:
+    """Add an in-memory storage (providers/memory.py) with these settings to the test's cloudmesh.yaml."""
+    entry = {"cm": {"kind": "memory", "name": name}, **({"default": settings} if settings else {})}
+    env.storages[name] = entry
+    emu.write_config(env.config_dir, env.storages)
 
 
 def build(env, name: str):
+    if name == "memory" and name not in env.storages:
+        add_memory(env)
     return open_storage(load_storages(env.config_dir / "cloudmesh.yaml")[name])
 
 
 @pytest.fixture(params=KINDS)
 def storage(request, env):
     return build(env, request.param)
+
+
+@pytest.fixture(params=RESUMABLE)
+def resumable(request, env):
+    storage = build(env, request.param)
+    assert isinstance(storage, Resumable)
+    return storage
 
 
 def shaped(data: bytes = b"", content_type: str | None = None, metadata: dict | None = None) -> ObjectInfo:
@@ -213,6 +233,19 @@ def test_delete_removes_the_object(storage, env):
         storage.open(f"{env.prefix}/gone.txt")
 
 
+def test_a_delete_with_the_etag_of_an_older_version_keeps_the_object(storage, env):
+    """A delete conditional on the version read refuses (Changed) once the object was rewritten."""
+    key = f"{env.prefix}/versioned.txt"
+    put(storage, key, b"first version")
+    old = storage.stat(key).etag
+    put(storage, key, b"second version")
+    with pytest.raises(Changed):
+        storage.delete(key, etag=old)
+    assert read(storage, key) == b"second version"
+    storage.delete(key, etag=storage.stat(key).etag)
+    assert storage.stat(key) is None
+
+
 # multi-part uploads
 
 
@@ -232,8 +265,8 @@ def test_multipart_upload_assembles_parts_in_order_even_when_sent_out_of_order(s
     assert read(storage, key) == data
     info = storage.stat(key)
     assert info.size == len(data)
-    # A multipart S3 ETag is not an MD5, so S3 reports none; Azure commits the whole MD5.
-    assert info.md5 == (hashlib.md5(data).hexdigest() if storage.kind == "azureblob" else None)
+    # A multipart S3 ETag is not an MD5, so S3 reports none; Azure commits the whole MD5, as memory keeps it.
+    assert info.md5 == (hashlib.md5(data).hexdigest() if storage.kind in ("azureblob", "memory") else None)
 
 
 def test_multipart_upload_keeps_content_type_and_metadata_where_the_kind_stores_them(storage, env):
@@ -300,7 +333,7 @@ def test_s3_abort_discards_the_uploaded_parts(env):
     assert pending() == []
 
 
-# resumable uploads (the optional Resumable capability, on every kind)
+# resumable uploads (the optional Resumable capability, on every kind that has it)
 
 
 def stored_parts(storage, key: str) -> int:
@@ -317,7 +350,8 @@ def stored_parts(storage, key: str) -> int:
     return sum(1 for p in storage.path(key).parent.glob(".*.cmtransfer.partial"))
 
 
-def test_a_resumed_upload_lists_the_parts_already_stored_and_completes_with_them(storage, env):
+def test_a_resumed_upload_lists_the_parts_already_stored_and_completes_with_them(resumable, env):
+    storage = resumable
     key = f"{env.prefix}/resumed.bin"
     first, last = two_parts(storage)
     upload = storage.begin(key, shaped(first + last))
@@ -336,7 +370,8 @@ def test_a_resumed_upload_lists_the_parts_already_stored_and_completes_with_them
     assert read(storage, key) == first + last
 
 
-def test_discard_upload_removes_the_stored_parts_and_leaves_the_key_empty(storage, env):
+def test_discard_upload_removes_the_stored_parts_and_leaves_the_key_empty(resumable, env):
+    storage = resumable
     key = f"{env.prefix}/discarded.bin"
     first, _ = two_parts(storage)
     upload = storage.begin(key, shaped(first))
@@ -347,7 +382,8 @@ def test_discard_upload_removes_the_stored_parts_and_leaves_the_key_empty(storag
     assert storage.stat(key) is None
 
 
-def test_discard_upload_of_an_upload_already_gone_is_harmless(storage, env):
+def test_discard_upload_of_an_upload_already_gone_is_harmless(resumable, env):
+    storage = resumable
     key = f"{env.prefix}/gone.bin"
     upload = storage.begin(key, shaped(b"abc"))
     upload.put_part(1, 0, b"abc", hashlib.md5(b"abc").digest())

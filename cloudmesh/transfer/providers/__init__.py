@@ -11,6 +11,7 @@ KINDS = {
     "local": "cloudmesh.transfer.providers.local:LocalStorage",
     "awss3": "cloudmesh.transfer.providers.awss3:S3Storage",
     "azureblob": "cloudmesh.transfer.providers.azureblob:AzureStorage",
+    "memory": "cloudmesh.transfer.providers.memory:MemoryStorage",
 }
 
 
