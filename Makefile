@@ -58,3 +58,9 @@ clean:
 .PHONY: bench
 bench: install
 	$(BIN)/python benchmarks/bench.py $(ARGS)
+
+# The scale benchmark: cms and rclone at 100,000 objects and more (see benchmarks/README.md, "Scale");
+# e.g. make bench-scale ARGS="--case memory-100k,memory-1m" or ARGS="--count 5000".
+.PHONY: bench-scale
+bench-scale: install
+	$(BIN)/python benchmarks/scale.py $(ARGS)
