@@ -1,12 +1,14 @@
-"""No secret ever leaves the tool: not in output, errors, the transfer records or any file it
-writes, whatever happens (successes, wrong credentials, outages, broken downloads, cancel and
-resume); and the files it writes are readable by their owner only."""
+"""No secret ever leaves the tool: not in output, errors, the transfer records, any file it
+writes or any log (-vv, --log-file, the service's), whatever happens (successes, wrong credentials,
+outages, broken downloads, cancel and resume); and the files it writes are readable by their owner
+only."""
 import stat
 
 import pytest
 
 from emulators import AZURITE_KEY, S3_KEY_ID, S3_SECRET
 from faultproxy import FaultProxy
+from test_logging import TOKEN, call, finished, serving
 
 from cloudmesh.transfer import Transfer
 from cloudmesh.transfer.errors import TransferError
@@ -97,3 +99,52 @@ def test_files_the_tool_writes_are_readable_by_their_owner_only(env):
     assert env.transfer("status").returncode == 0
     for name in ("transfer.yaml", "transfer.db"):
         assert stat.S_IMODE((env.config_dir / name).stat().st_mode) == 0o600, name
+
+
+def test_no_secret_in_any_log_of_the_command_or_the_service(env, flaky):
+    """The runs that meet secrets most (signed URLs between S3 and Azure, wrong credentials, retried
+    outages, a cut download) with -vv and --log-file, and the service with both: every SDK logs at
+    DEBUG into the files."""
+    s3_proxy, azure_proxy = flaky
+    p = env.prefix
+    env.put("local", f"{p}/src/a.txt", b"a" * 5000)
+    env.put("local", f"{p}/src/big.bin", b"b" * (6 * 1024 * 1024))
+    env.put("awss3", f"{p}/s3/a.txt", b"a" * 5000)
+    env.add_storage("badkey", "azure", account_key=WRONG_AZURE_KEY)
+    env.add_storage("badsecret", "awss3", secret_access_key=WRONG_S3_SECRET)
+    log = env.config_dir / "transfer.log"
+    runs = [
+        ("copy", f"--source=local:{p}/src", f"--target=awss3:{p}/ok", "-r", "--id=ok"),
+        ("copy", f"--source=awss3:{p}/ok", f"--target=azure:{p}/ok", "-r", "--id=s3-azure"),
+        ("copy", f"--source=azure:{p}/ok", f"--target=awss3:{p}/back", "-r", "--id=azure-s3"),
+        ("copy", f"--source=azure:{p}/ok", f"--target=azure:{p}/again", "-r", "--id=azure-azure"),
+        ("copy", f"--source=local:{p}/src", f"--target=badkey:{p}/x", "-r", "--id=badkey"),
+        ("copy", f"--source=local:{p}/src", f"--target=badsecret:{p}/x", "-r", "--id=badsecret"),
+        ("list", "--target=badkey:x"), ("list", "--target=badsecret:x"),
+        ("copy", f"--source=local:{p}/src", f"--target=down-s3:{p}/x", "-r", "--id=down-s3", "--retries=1"),
+        ("copy", f"--source=local:{p}/src", f"--target=down-azure:{p}/x", "-r", "--id=down-azure", "--retries=1"),
+        ("copy", f"--source=cut-s3:{p}/s3", f"--target=local:{p}/cut", "-r", "--id=cut", "--retries=0"),
+    ]
+    outputs = []
+    for args in runs:
+        s3_proxy.configure(error_rate=0, cut_rate=1, cut_min_size=100, match=("GET", r"/s3/a\.txt")) \
+            if args[-2] == "--id=cut" else s3_proxy.configure(error_rate=1, cut_rate=0, match=None)
+        azure_proxy.configure(error_rate=1)
+        result = env.transfer(*args, "-vv", f"--log-file={log}")
+        outputs.append((args, result.stderr))
+    assert sum("ERROR" in text for _, text in outputs) >= 6, outputs  # the failures really happened
+
+    service_log = env.config_dir / "service.log"
+    bodies = [{"source": source, "target": f"{target}:{p}/rest", "recursive": True, "id": f"rest-{target}"}
+              for source, target in ((f"awss3:{p}/ok", "azure"), (f"azure:{p}/ok", "awss3"), (f"local:{p}/src", "badkey"))]
+    with serving(env, "-vv", f"--log-file={service_log}") as (url, stderr):
+        assert [call(url, "POST", "/transfers", body).status for body in bodies] == [202, 202, 400]
+        assert [finished(url, body["id"])["state"] for body in bodies[:2]] == ["completed", "completed"]
+        assert call(url, "GET", f"/transfers?state={TOKEN}&sig={AZURITE_KEY}").status == 400
+    outputs.append(("serve", stderr.read_text()))
+
+    text = log.read_text()
+    assert "?********" in text and '" 503 ' in text  # signed URLs and failed requests were logged, masked
+    assert "/devstoreaccount1/cmtransfer/" in text  # what is no secret stays, in storages named badkey too
+    for name, logged in [*outputs, ("log file", text), ("service log", service_log.read_text())]:
+        assert leaked(logged) == [] and TOKEN not in logged, (name, logged)

@@ -6,8 +6,8 @@ command therefore parses its own arguments and, only when it runs as a one-shot 
 """
 import contextlib
 import json
+import logging
 import os
-import re
 import signal
 import sys
 import textwrap
@@ -19,6 +19,9 @@ from docopt import DocoptExit, docopt
 
 from cloudmesh.common.Printer import Printer
 from cloudmesh.shell.command import PluginCommand
+from cloudmesh.transfer.logs import escape
+
+log = logging.getLogger(__name__)
 
 
 def one_shot() -> bool:
@@ -33,15 +36,11 @@ def one_shot() -> bool:
     return in_main
 
 
-# Characters a terminal acts on (C0, DEL, C1, and the bidirectional overrides) rather than shows.
-CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
-
-
 def printable(value):
     """`value` with every control character in its text escaped (ESC as \\x1b), so that a name
     from a bucket cannot steer the terminal; dicts and lists are escaped throughout."""
     if isinstance(value, str):
-        return CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode(), value)
+        return escape(value)
     if isinstance(value, dict):
         return {printable(k): printable(v) for k, v in value.items()}
     if isinstance(value, list):
@@ -164,21 +163,21 @@ class TransferCommand(PluginCommand):
         ::
 
           Usage:
-            transfer copy --source=SOURCE --target=TARGET [-r] [--id=ID] [--sync] [--compare=MODE] [--include=GLOB]... [--exclude=GLOB]... [--dryrun] [--parallel=N] [--chunksize=SIZE] [--retries=N] [--output=FORMAT]
-            transfer move --source=SOURCE --target=TARGET [-r] [--id=ID] [--sync] [--compare=MODE] [--include=GLOB]... [--exclude=GLOB]... [--dryrun] [--parallel=N] [--chunksize=SIZE] [--retries=N] [--output=FORMAT]
-            transfer check --source=SOURCE --target=TARGET [-r] [--download] [--output=FORMAT]
-            transfer resume --id=ID [--parallel=N] [--retries=N] [--output=FORMAT]
-            transfer cancel --id=ID [--output=FORMAT]
-            transfer cleanup --id=ID
-            transfer list --target=TARGET [-r] [--output=FORMAT]
-            transfer delete --target=TARGET [-r]
-            transfer config FILE
-            transfer config [--file=FILE]
-            transfer run --id=ID --data=PATH [--copy=BOOL] [--output=FORMAT]
-            transfer --id=ID --data=PATH [--copy=BOOL] [--output=FORMAT]
-            transfer status [--id=ID] [--output=FORMAT]
-            transfer statistic [--output=FORMAT]
-            transfer serve [--host=HOST] [--port=PORT]
+            transfer copy --source=SOURCE --target=TARGET [-r] [--id=ID] [--sync] [--compare=MODE] [--include=GLOB]... [--exclude=GLOB]... [--dryrun] [--parallel=N] [--chunksize=SIZE] [--retries=N] [--output=FORMAT] [-v...] [--log-file=LOG]
+            transfer move --source=SOURCE --target=TARGET [-r] [--id=ID] [--sync] [--compare=MODE] [--include=GLOB]... [--exclude=GLOB]... [--dryrun] [--parallel=N] [--chunksize=SIZE] [--retries=N] [--output=FORMAT] [-v...] [--log-file=LOG]
+            transfer check --source=SOURCE --target=TARGET [-r] [--download] [--output=FORMAT] [-v...] [--log-file=LOG]
+            transfer resume --id=ID [--parallel=N] [--retries=N] [--output=FORMAT] [-v...] [--log-file=LOG]
+            transfer cancel --id=ID [--output=FORMAT] [-v...] [--log-file=LOG]
+            transfer cleanup --id=ID [-v...] [--log-file=LOG]
+            transfer list --target=TARGET [-r] [--output=FORMAT] [-v...] [--log-file=LOG]
+            transfer delete --target=TARGET [-r] [-v...] [--log-file=LOG]
+            transfer config FILE [-v...] [--log-file=LOG]
+            transfer config [--file=FILE] [-v...] [--log-file=LOG]
+            transfer run --id=ID --data=PATH [--copy=BOOL] [--output=FORMAT] [-v...] [--log-file=LOG]
+            transfer --id=ID --data=PATH [--copy=BOOL] [--output=FORMAT] [-v...] [--log-file=LOG]
+            transfer status [--id=ID] [--output=FORMAT] [-v...] [--log-file=LOG]
+            transfer statistic [--output=FORMAT] [-v...] [--log-file=LOG]
+            transfer serve [--host=HOST] [--port=PORT] [-v...] [--log-file=LOG]
 
           Copy, move, list and delete files and folders between AWS S3, Azure Blob Storage and
           local disk, and report on the recorded transfers.
@@ -211,6 +210,9 @@ class TransferCommand(PluginCommand):
                                with --file= as a script)
             --host=HOST        the address the REST service listens on [default: 127.0.0.1]
             --port=PORT        the port the REST service listens on [default: 8400]
+            -v, --verbose      log what happens to stderr (-vv: in detail); secrets are masked
+            --log-file=LOG     append a detailed log with timestamps to the file LOG (mode
+                               0600), secrets masked; it has the traceback of an internal error
 
           Description:
             STORAGE is a storage name under cloudmesh.storage in cloudmesh.yaml; PATH is a file or
@@ -236,7 +238,8 @@ class TransferCommand(PluginCommand):
                                             at the target (they cost storage until then)
             transfer serve                  serves the REST API (OpenAPI 3.0.2) until Ctrl-C;
                                             every request but /health needs the bearer token
-                                            in CMS_TRANSFER_TOKEN or the config directory
+                                            in CMS_TRANSFER_TOKEN or the config directory;
+                                            it logs a line per request to stderr (and LOG)
 
           Examples:
             cms transfer copy --source=awss3:data --target=azure:data -r
@@ -267,18 +270,38 @@ class TransferCommand(PluginCommand):
         except DocoptExit:
             error(f"invalid arguments 'transfer {args}'; see 'cms transfer -h'")
             return 2
+        from cloudmesh.transfer import logs
         from cloudmesh.transfer.errors import TransferError
+        try:
+            with logs.configured(arguments["--verbose"], arguments["--log-file"], service=arguments["serve"]):
+                log.debug("cms transfer %s", args)
+                code = self.guarded(arguments)
+                log.debug("exit status %d", code)
+                return code
+        except TransferError as e:  # the log file cannot be written
+            error(e)
+            return e.exit_code
+
+    def guarded(self, arguments: dict) -> int:
+        """dispatch, with each failure turned into its line on stderr and its exit code; the
+        traceback of an internal error goes to the log when there is one (-v or --log-file)."""
+        from cloudmesh.transfer.errors import TransferError
+        logged = bool(arguments["--verbose"] or arguments["--log-file"])
         try:
             return self.dispatch(arguments)
         except TransferError as e:
+            log.debug("%s: %s", e.__class__.__name__, e)
             error(e)
             return e.exit_code
         except KeyboardInterrupt:
             error("interrupted")
             return 130
         except Exception as e:
-            error(f"internal error ({e.__class__.__name__}); set CMS_TRANSFER_DEBUG=1 for a traceback")
-            if os.environ.get("CMS_TRANSFER_DEBUG"):
+            hint = "its traceback is in the log" if logged else "run with --log-file=LOG or -v for its traceback"
+            error(f"internal error ({e.__class__.__name__}); {hint}")
+            if logged:
+                log.error("internal error", exc_info=e, extra={"stderr": bool(arguments["--verbose"])})
+            if os.environ.get("CMS_TRANSFER_DEBUG") and not arguments["--verbose"]:
                 traceback.print_exc()
             return 1
 

@@ -9,15 +9,16 @@ Around connexion: RequestGuard refuses, before connexion reads anything, a reque
 token (only /health is public), with a bad or too large Content-Length, or with a body that is not
 JSON (guard.py); TimedHttp (timeouts.py, uvicorn's protocol) closes a connection whose request
 does not arrive in time; the validators (validation.py) answer bad bodies and parameters with one
-line that names the field. token.py finds or writes the bearer token.
+line that names the field. token.py finds or writes the bearer token. Outermost, RequestLog logs
+a line per request (logs.py configures where it goes).
 """
 import contextlib
 import hmac
 import logging
 import math
 import sqlite3
-import sys
 import threading
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +44,7 @@ from cloudmesh.transfer.service.validation import BodyValidator, ParameterCheck
 SPEC = Path(__file__).with_name("openapi.yaml")
 SHUTDOWN_WAIT = 20.0
 log = logging.getLogger(__name__)
+requests_log = logging.getLogger("cloudmesh.transfer.service.requests")
 
 
 class Busy(TransferError):
@@ -115,8 +117,8 @@ class Service:
     def execute(self, api: Transfer, run: Run, memory: int) -> None:
         try:
             api.execute(run)
-        except Exception as e:
-            print(f"transfer '{run.id}' stopped: {e.__class__.__name__}", file=sys.stderr)
+        except Exception:
+            log.exception("transfer '%s' stopped by an internal error", run.id)
         finally:
             with self.lock:
                 if run.id in self.running and self.running[run.id].thread is threading.current_thread():
@@ -185,8 +187,38 @@ def bug_problem(request, error: Exception):
                    f"internal error ({error.__class__.__name__}); the service log has the traceback")
 
 
-def create_app(token: str, budget: int = limits.MEMORY_BUDGET) -> RequestGuard:
-    """The ASGI application: the spec-first API behind the guard."""
+class RequestLog:
+    """ASGI middleware that logs one INFO line per HTTP request: method, path without the query
+    string (which may hold secrets; uvicorn's own access log, which prints it, is off), status
+    ("-" when none was sent), duration and client."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started, status = time.perf_counter(), None
+
+        async def sending(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        except Exception:
+            status = status or 500  # uvicorn answers 500 for it
+            raise
+        finally:
+            client = scope.get("client")
+            requests_log.info("%s %s %s %.1fms %s", scope["method"], scope["path"], status or "-",
+                              (time.perf_counter() - started) * 1000, f"{client[0]}:{client[1]}" if client else "-")
+
+
+def create_app(token: str, budget: int = limits.MEMORY_BUDGET) -> RequestLog:
+    """The ASGI application: the spec-first API behind the guard, each request logged."""
     global SERVICE
     SERVICE = Service(token, budget=budget)
 
@@ -203,14 +235,15 @@ def create_app(token: str, budget: int = limits.MEMORY_BUDGET) -> RequestGuard:
     app.add_error_handler(sqlite3.Error, store_problem)
     app.add_error_handler(PyMongoError, store_problem)
     app.add_error_handler(Exception, bug_problem)
-    return RequestGuard(app, token)
+    return RequestLog(RequestGuard(app, token))
 
 
 def serve(host: str = "127.0.0.1", port: int = 8400) -> None:
-    """Serve the API with uvicorn until SIGINT or SIGTERM (HTTP only: no WebSocket upgrades)."""
+    """Serve the API with uvicorn until SIGINT or SIGTERM (HTTP only: no WebSocket upgrades),
+    logging through the handlers logs.configured set up (log_config=None: uvicorn adds none)."""
     import uvicorn
     token, where = service_token(host)
     budget = memory_budget()
-    print(f"cms transfer service on http://{host}:{port} (bearer token: {where})", file=sys.stderr, flush=True)
-    uvicorn.run(create_app(token, budget), host=host, port=port, log_level="info", timeout_graceful_shutdown=5,
-                http=TimedHttp, ws="none")
+    log.info("cms transfer service on http://%s:%d (bearer token: %s)", host, port, where)
+    uvicorn.run(create_app(token, budget), host=host, port=port, log_config=None, log_level="info", access_log=False,
+                timeout_graceful_shutdown=5, http=TimedHttp, ws="none")
