@@ -27,7 +27,7 @@ from cloudmesh.transfer.planner import Item, Selection, mark_in_sync, plan
 from cloudmesh.transfer.progress import Progress
 from cloudmesh.transfer.providers import MiB, ObjectInfo, Resumable, Storage, open_storage
 from cloudmesh.transfer.records import Records, open_records
-from cloudmesh.transfer.records.base import SETTLED, iso
+from cloudmesh.transfer.records.base import SETTLED, ObjectState, State, iso
 from cloudmesh.transfer.retry import Retry
 
 TRANSFER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -242,7 +242,7 @@ class Transfer:
             try:
                 state = self.engine.run(run.id, run.items, run.move, run.lease)
             except BaseException:
-                self.records.finish(run.id, "failed", "interrupted", owner=run.owner)
+                self.records.finish(run.id, State.FAILED, "interrupted", owner=run.owner)
                 raise
             finally:
                 progress.close()
@@ -251,13 +251,13 @@ class Transfer:
                 raise TransferError(f"transfer '{run.id}' was taken over by another run (its lease lapsed and it "
                                     f"was resumed or cancelled elsewhere), so this run stopped; see 'cms transfer "
                                     f"status --id={run.id}'")
-            if state == "cancelled":
+            if state == State.CANCELLED:
                 self.discard_uploads(run.id, run.storages[1])
-            elif state in ("completed", "failed"):
+            elif state in (State.COMPLETED, State.FAILED):
                 status = self.records.status(run.id)
                 kept = status["objects_unverified"] if run.move else 0
                 if status["objects_failed"] or kept:
-                    state = "failed"  # objects that resume found without a source count too
+                    state = State.FAILED  # objects that resume found without a source count too
                 if kept:
                     message = f"{kept} objects were copied but not verified, so their sources were kept"
             if state not in ("lost", "interrupt"):
@@ -284,7 +284,7 @@ class Transfer:
     def reopen(self, id: str) -> Run | None:
         """Take a transfer over for `resume` and plan what is left; None when it is completed."""
         status = self.status(id)
-        if status["state"] == "completed":
+        if status["state"] == State.COMPLETED:
             return None
         owner = secrets.token_hex(8)
         self.records.claim(id, owner)
@@ -293,7 +293,7 @@ class Transfer:
             items, storages = self.replan(id, status)
         except BaseException as e:
             lease.end()
-            self.records.finish(id, "failed", one_line(e) if isinstance(e, TransferError) else "interrupted",
+            self.records.finish(id, State.FAILED, one_line(e) if isinstance(e, TransferError) else "interrupted",
                                 owner=owner)
             raise
         return Run(id, items, not status["copy"], owner, storages, lease)
@@ -308,16 +308,17 @@ class Transfer:
         for row in rows:
             info = now.get(row["source_key"])
             if info is None:
-                state, message = ("done", None) if row["state"] == "copied" else ("failed", "the source no longer exists")
+                state, message = (ObjectState.DONE, None) if row["state"] == ObjectState.COPIED else \
+                    (ObjectState.FAILED, "the source no longer exists")
                 self.records.update_object(id, row["path"], state=state, message=message)
                 continue
             if (info.size, info.etag, info.mtime) != (row["size"], row["etag"], row["mtime"]):
                 self.discard_upload(target, row)
                 self.records.update_object(id, row["path"], size=info.size, etag=info.etag, mtime=info.mtime,
-                                           upload=None, part_size=None, state="pending")
-                row = {**row, "upload": None, "part_size": None, "state": "pending"}
+                                           upload=None, part_size=None, state=ObjectState.PENDING)
+                row = {**row, "upload": None, "part_size": None, "state": ObjectState.PENDING}
             items.append(Item(row["path"], info, row["target_key"], record=row))
-        unsettled = [item for item in items if item.record["state"] == "pending"]
+        unsettled = [item for item in items if item.record["state"] == ObjectState.PENDING]
         if unsettled:
             mark_in_sync(unsettled, source, target, dst, "checksum", Reading.CHEAP)
         for item in unsettled:
@@ -337,18 +338,18 @@ class Transfer:
         has, aborting its open uploads); an interrupted or failed one has its partial uploads
         discarded and is cancelled at once."""
         status = self.status(id)
-        if status["state"] in ("completed", "cancelled"):
+        if status["state"] in (State.COMPLETED, State.CANCELLED):
             raise Conflict(f"transfer '{id}' is already {status['state']}")
-        if status["state"] == "running":
+        if status["state"] == State.RUNNING:
             self.records.request_cancel(id)
             if not wait:
                 return self.records.status(id)
             deadline = time.monotonic() + CANCEL_WAIT
-            while (status := self.status(id))["state"] == "running":
+            while (status := self.status(id))["state"] == State.RUNNING:
                 if time.monotonic() > deadline:
                     raise TransferError(f"transfer '{id}' was asked to cancel but has not stopped yet")
                 time.sleep(0.2)
-            if status["state"] != "interrupted":
+            if status["state"] != State.INTERRUPTED:
                 return status
         owner = secrets.token_hex(8)
         self.records.claim(id, owner, reset=False)
@@ -357,7 +358,7 @@ class Transfer:
             self.discard_uploads(id, self.storage(Location.parse(status["target"]).storage))
         finally:
             lease.end()
-            self.records.finish(id, "cancelled", owner=owner)
+            self.records.finish(id, State.CANCELLED, owner=owner)
         return self.records.status(id)
 
     def cleanup(self, id: str) -> list[str]:
@@ -365,7 +366,7 @@ class Transfer:
         partial files) a stopped transfer left, so that they stop costing storage; its objects
         then start afresh on resume. Returns the target keys cleaned."""
         status = self.status(id)
-        if status["state"] == "running":
+        if status["state"] == State.RUNNING:
             raise Conflict(f"transfer '{id}' is running; cancel it instead")
         if not status["uploads_open"]:
             return []
@@ -376,7 +377,7 @@ class Transfer:
             return self.discard_uploads(id, self.storage(Location.parse(status["target"]).storage))
         finally:
             lease.end()
-            ended = "failed" if status["state"] == "interrupted" else status["state"]
+            ended = State.FAILED if status["state"] == State.INTERRUPTED else status["state"]
             self.records.finish(id, ended, "interrupted" if ended != status["state"] else status["message"],
                                 owner=owner)
 

@@ -34,7 +34,7 @@ from cloudmesh.transfer.planner import Item
 from cloudmesh.transfer.progress import Progress
 from cloudmesh.transfer.providers import MiB, ObjectInfo, Reader, Resumable, ServerCopy, Storage, Upload
 from cloudmesh.transfer.records import Records
-from cloudmesh.transfer.records.base import HEARTBEAT
+from cloudmesh.transfer.records.base import HEARTBEAT, ObjectState, State
 from cloudmesh.transfer.records.batch import Batch
 
 
@@ -225,8 +225,8 @@ class Engine:
         if self.reason in ("lost", "interrupt"):
             return self.reason
         if not self.unsettled:
-            return "completed"
-        return "cancelled" if self.cancelled else "failed"
+            return State.COMPLETED
+        return State.CANCELLED if self.cancelled else State.FAILED
 
     def tally(self, future: Future) -> None:
         """Count an object's outcome; an error out of it (the records failed) stops the run."""
@@ -246,7 +246,7 @@ class Engine:
         try:
             if self.stop.is_set():
                 raise Stopped
-            if record.get("state") == "copied":
+            if record.get("state") == ObjectState.COPIED:
                 copied = Copied(record["method"], Proof(record["proof"]) if record.get("proof") else None,
                                 record["md5"])
             elif item.skip:
@@ -258,11 +258,11 @@ class Engine:
         except RecordsError:
             raise  # the records failed, not this object: the run stops (and reads interrupted)
         except (TransferError, OSError) as e:
-            self.batch.update(item.path, state="failed", message=one_line(e))
+            self.batch.update(item.path, state=ObjectState.FAILED, message=one_line(e))
             return False
         except Exception as e:
             log.exception("copying %s", item.path)
-            self.batch.update(item.path, state="failed",
+            self.batch.update(item.path, state=ObjectState.FAILED,
                                        message=f"{e.__class__.__name__} while copying")
             return False
         size = 0 if item.skip else item.source.size
@@ -273,9 +273,10 @@ class Engine:
         if move and unverified:
             message += "; so its source was kept"
         elif move:
-            self.batch.update(item.path, sync=True, state="copied", **fields)  # before the source goes
+            self.batch.update(item.path, sync=True, state=ObjectState.COPIED, **fields)  # before the source goes
             message = self.delete_source(item)
-        state = "unverified" if unverified else "failed" if message else "skipped" if item.skip else "done"
+        state = ObjectState.UNVERIFIED if unverified else ObjectState.FAILED if message else \
+            ObjectState.SKIPPED if item.skip else ObjectState.DONE
         self.batch.update(item.path, state=state, message=message, **fields)
         self.progress.update(0, 1)
         return not (message and (move or not unverified))

@@ -20,6 +20,7 @@ from docopt import DocoptExit, docopt
 from cloudmesh.common.Printer import Printer
 from cloudmesh.shell.command import PluginCommand
 from cloudmesh.transfer.logs import escape
+from cloudmesh.transfer.records.base import State
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +135,7 @@ def port(value: str) -> int:
 def unverified_note(status: dict) -> str | None:
     """A line on the objects a completed copy could not verify, or None when it verified them all."""
     count = status["objects_unverified"]
-    if status["state"] != "completed" or not count:
+    if status["state"] != State.COMPLETED or not count:
         return None
     first = status["unverified"][0]
     return (f"transfer '{status['id']}': {count} of {status['objects_total']} objects copied but not verified; "
@@ -143,10 +144,10 @@ def unverified_note(status: dict) -> str | None:
 
 def failure(status: dict) -> str | None:
     """The one-line reason a finished transfer failed, or None when it completed."""
-    if status["state"] == "completed":
+    if status["state"] == State.COMPLETED:
         return None
     settled = status["objects_done"] + status["objects_skipped"]
-    if status["state"] == "cancelled":
+    if status["state"] == State.CANCELLED:
         return (f"transfer '{status['id']}' cancelled: {settled} of {status['objects_total']} objects done; "
                 f"'cms transfer resume --id={status['id']}' goes on with it")
     first = status["errors"][0] if status["errors"] else None

@@ -8,14 +8,35 @@ import socket
 import time
 from abc import ABC, abstractmethod
 from datetime import datetime, timezone
+from enum import StrEnum
 from pathlib import Path
 
-STATES = ("running", "interrupted", "completed", "failed", "cancelled")
-# A transfer is stored as running, completed, failed or cancelled; a running one whose owner is gone
-# reads as "interrupted". Objects are "pending" until settled as "done", "skipped" (already in
-# place), "unverified" (copied, but nothing proves its bytes) or "failed"; a moved object is
-# "copied" between its verified copy and its source's delete.
-SETTLED = ("done", "skipped", "unverified")  # object states a resume leaves alone
+class State(StrEnum):
+    """A transfer's state: stored as running, completed, failed or cancelled; a running one whose
+    owner is gone reads as interrupted."""
+
+    RUNNING = "running"
+    INTERRUPTED = "interrupted"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class ObjectState(StrEnum):
+    """An object's state: pending until settled as done, skipped (already in place), unverified
+    (copied, but nothing proves its bytes) or failed; a moved object is copied between its verified
+    copy and its source's delete."""
+
+    PENDING = "pending"
+    COPIED = "copied"
+    DONE = "done"
+    SKIPPED = "skipped"
+    UNVERIFIED = "unverified"
+    FAILED = "failed"
+
+
+STATES = tuple(State)
+SETTLED = (ObjectState.DONE, ObjectState.SKIPPED, ObjectState.UNVERIFIED)  # object states a resume leaves alone
 
 HEARTBEAT = 1.0  # seconds between a running transfer's lease renewals
 LEASE = 30.0  # a running transfer whose lease is this old has lost its owner (e.g. on another host)
@@ -49,8 +70,8 @@ def owner_alive(transfer: dict) -> bool:
 
 def state_of(transfer: dict) -> str:
     """The state to show: a running transfer whose owner is gone is interrupted."""
-    if transfer["state"] == "running" and not owner_alive(transfer):
-        return "interrupted"
+    if transfer["state"] == State.RUNNING and not owner_alive(transfer):
+        return State.INTERRUPTED
     return transfer["state"]
 
 
@@ -66,7 +87,7 @@ def status_view(transfer: dict, counts: dict, notes: list[dict]) -> dict:
     end = finished or time.time()
     state = state_of(transfer)
     message = transfer.get("message")
-    if state == "running" and transfer.get("cancel"):
+    if state == State.RUNNING and transfer.get("cancel"):
         message = "cancel requested"
     return {
         "id": transfer["id"],
@@ -92,8 +113,8 @@ def status_view(transfer: dict, counts: dict, notes: list[dict]) -> dict:
         "host": transfer.get("host"),
         "pid": transfer.get("pid"),
         "uploads_open": counts.get("uploads_open", 0),
-        "errors": [{"path": n["path"], "message": n["message"]} for n in notes if n["state"] == "failed"],
-        "unverified": [{"path": n["path"], "message": n["message"]} for n in notes if n["state"] == "unverified"],
+        "errors": [{"path": n["path"], "message": n["message"]} for n in notes if n["state"] == ObjectState.FAILED],
+        "unverified": [{"path": n["path"], "message": n["message"]} for n in notes if n["state"] == ObjectState.UNVERIFIED],
         "warnings": [{"path": n["path"], "message": n["warning"]} for n in notes if n.get("warning")],
     }
 

@@ -10,6 +10,7 @@ from cloudmesh.transfer.errors import NotFound, UsageError
 from cloudmesh.transfer.limits import SERVICE_RECORDS_WAIT
 from cloudmesh.transfer.planner import Selection
 from cloudmesh.transfer.records import open_records
+from cloudmesh.transfer.records.base import State
 from cloudmesh.transfer.service import app
 
 READER = None  # one Transfer for reading the records, opened on first use; its store is shared
@@ -72,7 +73,7 @@ def get_transfer(id: str):
 
 
 def cancel_transfer(id: str):
-    running = reader().status(id)["state"] == "running"
+    running = reader().status(id)["state"] == State.RUNNING
     return answer(transfer().cancel(id, wait=False), 202 if running else 200)
 
 
