@@ -35,14 +35,20 @@ def flaky(env):
         yield s3, azure
 
 
-def test_no_secret_in_any_output_record_or_written_file(env, flaky):
-    s3_proxy, azure_proxy = flaky
+def seed(env) -> None:
+    """Files to copy (one in parts), an S3 object, and storages with a wrong key and secret."""
     p = env.prefix
     env.put("local", f"{p}/src/a.txt", b"a" * 5000)
     env.put("local", f"{p}/src/big.bin", b"b" * (6 * 1024 * 1024))
     env.put("awss3", f"{p}/s3/a.txt", b"a" * 5000)
     env.add_storage("badkey", "azure", account_key=WRONG_AZURE_KEY)
     env.add_storage("badsecret", "awss3", secret_access_key=WRONG_S3_SECRET)
+
+
+def test_no_secret_in_any_output_record_or_written_file(env, flaky):
+    s3_proxy, azure_proxy = flaky
+    p = env.prefix
+    seed(env)
     defaults = env.config_dir / "defaults.yaml"
     defaults.write_text(f"source: local:{p}/src\ntarget: awss3:{p}/run\n")
     runs = [
@@ -107,11 +113,7 @@ def test_no_secret_in_any_log_of_the_command_or_the_service(env, flaky):
     DEBUG into the files."""
     s3_proxy, azure_proxy = flaky
     p = env.prefix
-    env.put("local", f"{p}/src/a.txt", b"a" * 5000)
-    env.put("local", f"{p}/src/big.bin", b"b" * (6 * 1024 * 1024))
-    env.put("awss3", f"{p}/s3/a.txt", b"a" * 5000)
-    env.add_storage("badkey", "azure", account_key=WRONG_AZURE_KEY)
-    env.add_storage("badsecret", "awss3", secret_access_key=WRONG_S3_SECRET)
+    seed(env)
     log = env.config_dir / "transfer.log"
     runs = [
         ("copy", f"--source=local:{p}/src", f"--target=awss3:{p}/ok", "-r", "--id=ok"),
