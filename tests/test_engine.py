@@ -5,7 +5,7 @@ import time
 from cloudmesh.transfer.engine import Engine, Lease, Options
 from cloudmesh.transfer.errors import TransferError
 from cloudmesh.transfer.location import Location
-from cloudmesh.transfer.planner import plan
+from cloudmesh.transfer.planner import stream
 from cloudmesh.transfer.providers import MiB
 from cloudmesh.transfer.providers.local import LocalStorage
 from cloudmesh.transfer.records.sqlite import SQLiteRecords
@@ -40,7 +40,8 @@ class FlakyTarget(LocalStorage):
 def planned(tmp_path, source, target):
     """A recorded plan of a folder copy from `source` to `target`, as api.Transfer makes it."""
     records = SQLiteRecords(tmp_path / "records.db")
-    items = plan(source, Location("src", ""), target, Location("dst", ""), recursive=True)
+    items = [item for page in stream(source, Location("src", ""), target, Location("dst", ""), recursive=True)
+             for item in page.items]
     records.create({"id": "t", "source": "src:", "target": "dst:", "copy": True, "recursive": True,
                     "route": "local->local", "owner": "o"},
                    [{"path": i.path, "source_key": i.source.key, "target_key": i.target_key, "size": i.source.size}

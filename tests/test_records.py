@@ -322,6 +322,61 @@ def test_records_are_shared_by_two_handles_on_one_store(backend):
         second.create(transfer("t1"), objects(4))
 
 
+# A listed transfer: recorded at once, its objects added a page at a time with the listing's cursor.
+
+
+def named(*names: str) -> list[dict]:
+    return [{"path": n, "source_key": f"src/{n}", "target_key": f"dst/{n}", "size": 1} for n in names]
+
+
+def test_a_transfer_recorded_before_its_listing_says_it_is_listing_until_the_last_page(records):
+    records.create({**transfer("t1"), "listing": True,
+                    "selection": {"include": ["*.txt"], "exclude": [], "sync": "checksum"}})
+    status = records.status("t1")
+    assert (status["listing"], status["objects_total"], records.cursor("t1")) == (True, 0, None)
+    assert status["selection"] == {"include": ["*.txt"], "exclude": [], "sync": "checksum"}
+    records.add_objects("t1", named("a", "b"), "src/b", last=False)
+    records.add_objects("t1", [], "src/c", last=False)  # a page that the selection emptied still moves the cursor
+    assert (records.status("t1")["listing"], records.status("t1")["objects_total"], records.cursor("t1")) == (
+        True, 2, "src/c")
+    records.add_objects("t1", named("d"), None, last=True)
+    status = records.status("t1")
+    assert (status["listing"], status["objects_total"], records.cursor("t1")) == (False, 3, None)
+    assert [(r["seq"], r["path"]) for r in records.objects("t1")] == [(0, "a"), (1, "b"), (2, "d")]
+
+
+def test_a_transfer_created_with_its_objects_is_not_listing(records):
+    records.create(transfer("t1"), objects(1, 2))
+    assert records.status("t1")["listing"] is False
+    assert records.status("t1")["selection"] == {"include": [], "exclude": [], "sync": None}
+
+
+def test_a_page_listed_again_after_a_crash_keeps_the_objects_already_recorded(records):
+    records.create({**transfer("t1"), "listing": True})
+    records.add_objects("t1", named("a", "b"), "src/b", last=False)
+    records.update_object("t1", "a", state="done", bytes_done=1)
+    records.add_objects("t1", named("a", "b", "c"), None, last=True)
+    rows = records.objects("t1")
+    assert [(r["path"], r["state"]) for r in rows] == [("a", "done"), ("b", "pending"), ("c", "pending")]
+    assert records.status("t1")["objects_total"] == 3
+
+
+def test_adding_objects_to_an_unknown_transfer_is_not_found(records):
+    with pytest.raises(NotFound):
+        records.add_objects("never", named("a"), None, last=True)
+
+
+def test_objects_are_read_a_page_at_a_time_and_unsettled_ones_alone(records):
+    records.create({**transfer("t1"), "listing": True})
+    records.add_objects("t1", named(*"abcdefg"), None, last=True)
+    for path, state in (("b", "done"), ("c", "skipped"), ("d", "unverified"), ("e", "failed"), ("f", "copied")):
+        records.update_object("t1", path, state=state)
+    assert [r["path"] for r in records.objects("t1", after=1, limit=3)] == ["c", "d", "e"]
+    assert [r["path"] for r in records.objects("t1", unsettled=True)] == ["a", "e", "f", "g"]
+    assert [[r["path"] for r in rows] for rows in records.unsettled("t1", 2)] == [["a", "e"], ["f", "g"]]
+    assert records.objects("t1", limit=0) == []
+
+
 # finish, heartbeat, cancel and claim: the lease of a run.
 
 
@@ -717,11 +772,18 @@ def test_mongo_claim_gives_up_only_when_the_record_keeps_changing(mongo, monkeyp
         store.claim("t1", "second")
 
 
-def test_mongo_create_that_fails_midway_leaves_no_transfer_behind(mongo):
+def test_mongo_create_that_fails_midway_leaves_no_transfer_behind(mongo, monkeypatch):
     store = mongo.open()
-    twice = objects(1, 2) + objects(3)  # "f0" twice: the unique index refuses the second
+    real = store.objects_.insert_many
+
+    def half(documents, **options):  # the server fails after the first object is stored
+        real(documents[:1], **options)
+        raise pymongo.errors.AutoReconnect("connection lost")
+
+    monkeypatch.setattr(store.objects_, "insert_many", half)
     with pytest.raises(TransferError):
-        store.create(transfer("t1"), twice)
+        store.create(transfer("t1"), objects(1, 2))
+    monkeypatch.undo()
     assert store.status("t1") is None and store.objects("t1") == []
     store.create(transfer("t1"), objects(1))
     assert store.status("t1")["objects_total"] == 1

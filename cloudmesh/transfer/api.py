@@ -7,27 +7,30 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import re
 import secrets
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Iterator
 
 from cloudmesh.transfer import config as settings
 from cloudmesh.transfer import check, location
-from cloudmesh.transfer.compare import Reading
 from cloudmesh.transfer.engine import Engine, Lease, Options, one_line
 from cloudmesh.transfer.errors import Conflict, IdInUse, NotFound, TransferError, UsageError
 from cloudmesh.transfer.limits import MAX_CHUNK, MAX_PARALLEL, MAX_RETRIES, MEMORY_BUDGET, MIN_CHUNK
 from cloudmesh.transfer.location import Location
-from cloudmesh.transfer.planner import Item, Selection, mark_in_sync, plan
+from cloudmesh.transfer.limits import LIST_PAGE
+from cloudmesh.transfer.pipeline import discard_upload, recorded, resumed
+from cloudmesh.transfer.planner import Item, Page, Selection, stream
 from cloudmesh.transfer.progress import Progress
-from cloudmesh.transfer.providers import MiB, ObjectInfo, Resumable, Storage, open_storage
+from cloudmesh.transfer.providers import MiB, ObjectInfo, Storage, open_storage
 from cloudmesh.transfer.records import Records, open_records
-from cloudmesh.transfer.records.base import SETTLED, ObjectState, State, iso
+from cloudmesh.transfer.records.base import State, iso
 from cloudmesh.transfer.retry import Retry
 
 TRANSFER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -74,13 +77,20 @@ def parse_size(value) -> int:
     return int(match.group(1)) * 1024 ** " kmgt".index(match.group(2) or " ")
 
 
+def peeked(pages: Iterator[Page]) -> Iterator[Page]:
+    """The pages, the first one planned at once: a missing source, or a folder named without
+    recursive, is then one clear error before anything is recorded or printed."""
+    first = next(pages)
+    return itertools.chain([first], pages)
+
+
 @dataclass
 class Run:
-    """A recorded transfer ready for the engine: its objects, who runs it, and that owner's lease
-    (held from the moment the transfer is recorded or claimed)."""
+    """A recorded transfer ready for the engine: its pages of objects (planned as the engine takes
+    them), who runs it, and that owner's lease (held from the moment the transfer is recorded or claimed)."""
 
     id: str
-    items: list[Item]
+    pages: Iterator[Page]
     move: bool
     owner: str
     storages: tuple[Storage, Storage]
@@ -150,15 +160,20 @@ class Transfer:
                           progress)
 
     def preview(self, source: str, target: str, recursive: bool = False, move: bool = False, *,
-                include=(), exclude=(), sync: str | None = None) -> list[dict]:
-        """What copy or move would do, object by object, changing nothing (--dryrun)."""
-        _, _, _, items = self.prepare(source, target, recursive, Selection(list(include), list(exclude), sync))
+                include=(), exclude=(), sync: str | None = None) -> Iterator[dict]:
+        """What copy or move would do, object by object as the source is listed, changing nothing
+        (--dryrun). The locations are checked before the first row."""
+        _, _, _, pages = self.prepare(source, target, recursive, Selection(list(include), list(exclude), sync))
+        pages = peeked(pages)
         deletes = {False: ", delete source", True: ", delete source if its bytes are proven the same"}
-        return [{"action": ("skip" if item.skip else "copy") + (deletes[item.unproven] if move else ""),
-                 "path": item.path, "target": item.target_key, "size": item.source.size} for item in items]
+        return ({"action": ("skip" if item.skip else "copy") + (deletes[item.unproven] if move else ""),
+                 "path": item.path, "target": item.target_key, "size": item.source.size}
+                for page in pages for item in page.items)
 
     def prepare(self, source: str, target: str, recursive: bool, selection: Selection):
-        """Check the locations, open both storages and plan the objects."""
+        """Check the locations and open both storages; the objects' pages are planned as they are
+        taken. A target folder that holds the source folder is refused when the source holds the
+        folder its objects would be written into, since that folder is being listed meanwhile."""
         src, dst = Location.parse(source), Location.parse(target)
         source_storage, target_storage = self.storage(src.storage), self.storage(dst.storage)
         (space, src_at), (target_space, dst_at) = source_storage.place(src.path), target_storage.place(dst.path)
@@ -166,14 +181,20 @@ class Transfer:
                                          self.probe(source_storage, target_storage, dst, recursive))
         if same and recursive and (dst_at == src_at or inside(dst_at, src_at)):
             raise UsageError(f"target '{dst}' is the source folder or lies inside it")
+        if same and recursive and inside(src_at, dst_at):
+            nested = location.join(src.path, src_at[len(dst_at.rstrip("/")) + 1:] if dst_at else src_at)
+            if next(iter(source_storage.list(nested)), None) is not None:
+                raise UsageError(f"target '{dst}' holds the source folder, so the objects under "
+                                 f"'{src.storage}:{nested}/' would overwrite the source's own objects while it is "
+                                 f"listed; choose a target outside the source")
         if self.options.chunk_size > target_storage.max_part_size:
             raise UsageError(f"--chunksize must be at most {target_storage.max_part_size // MiB}MiB "
                              f"for storage '{target_storage.name}'")
         target_storage.is_folder(dst.path)  # wrong credentials, a missing bucket: one error, before any object
-        items = plan(source_storage, src, target_storage, dst, recursive, selection)
+        pages = stream(source_storage, src, target_storage, dst, recursive, selection)
         if same:
-            self.refuse_overlap(items, source_storage, target_storage)
-        return src, dst, (source_storage, target_storage), items
+            pages = self.refuse_overlap(pages, source_storage, target_storage)
+        return src, dst, (source_storage, target_storage), pages
 
     @staticmethod
     def probe(source: Storage, target: Storage, dst: Location, recursive: bool) -> bool:
@@ -188,10 +209,16 @@ class Transfer:
             target.delete(key)
 
     @staticmethod
-    def refuse_overlap(items: list[Item], source: Storage, target: Storage) -> None:
-        """Refuse a plan in which an object would land on itself or on another object of the same
-        transfer, judged by where each really lives (an alias, nested roots, another spelling of
-        an endpoint), before anything is written."""
+    def refuse_overlap(pages: Iterator[Page], source: Storage, target: Storage) -> Iterator[Page]:
+        """Refuse a page in which an object would land on itself or on another object of the page,
+        judged by where each really lives (an alias, nested roots, another spelling of an endpoint),
+        before any of its objects is written."""
+        for page in pages:
+            Transfer.refuse_page(page.items, source, target)
+            yield page
+
+    @staticmethod
+    def refuse_page(items: list[Item], source: Storage, target: Storage) -> None:
         sources = {source.place(item.source.key)[1]: item for item in items}
         for item in items:
             hit = sources.get(target.place(item.target_key)[1])
@@ -218,14 +245,14 @@ class Transfer:
             raise UsageError(f"--id '{transfer_id}' must be letters, digits, '.', '_' or '-' (at most 128)")
         if self.records.status(transfer_id):
             raise IdInUse(f"transfer id '{transfer_id}' is already used; choose another id")
-        src, dst, (source_storage, target_storage), items = self.prepare(source, target, recursive, selection)
+        src, dst, (source_storage, target_storage), pages = self.prepare(source, target, recursive, selection)
+        pages = peeked(pages)
         owner = secrets.token_hex(8)
         self.records.create(
             {"id": transfer_id, "source": str(src), "target": str(dst), "copy": not move,
-             "recursive": recursive, "route": f"{source_storage.kind}->{target_storage.kind}", "owner": owner},
-            [{"path": i.path, "source_key": i.source.key, "target_key": i.target_key, "size": i.source.size,
-              "etag": i.source.etag, "mtime": i.source.mtime} for i in items])
-        return Run(transfer_id, items, move, owner, (source_storage, target_storage), self.hold(transfer_id, owner))
+             "recursive": recursive, "route": f"{source_storage.kind}->{target_storage.kind}", "owner": owner,
+             "listing": True, "selection": asdict(selection)})
+        return Run(transfer_id, pages, move, owner, (source_storage, target_storage), self.hold(transfer_id, owner))
 
     def hold(self, transfer_id: str, owner: str) -> Lease:
         lease = Lease(self.records, transfer_id, owner)
@@ -236,13 +263,15 @@ class Transfer:
         """Run the engine over a created or reopened transfer and record how it ended; a cancelled
         run leaves no partial upload behind."""
         progress = progress or Progress()
-        progress.start(sum(i.source.size for i in run.items if not i.skip), len(run.items))
+        progress.start()
         self.engine = Engine(*run.storages, self.records, self.options, progress, self.stop)
         try:
             try:
-                state = self.engine.run(run.id, run.items, run.move, run.lease)
-            except BaseException:
-                self.records.finish(run.id, State.FAILED, "interrupted", owner=run.owner)
+                state = self.engine.run(run.id, recorded(self.records, run.id, run.pages, progress), run.move,
+                                        run.lease)
+            except BaseException as e:
+                self.records.finish(run.id, State.FAILED, one_line(e) if isinstance(e, TransferError) else
+                                    "interrupted", owner=run.owner)
                 raise
             finally:
                 progress.close()
@@ -282,7 +311,8 @@ class Transfer:
         return self.execute(run, progress) if run else self.records.status(id)
 
     def reopen(self, id: str) -> Run | None:
-        """Take a transfer over for `resume` and plan what is left; None when it is completed."""
+        """Take a transfer over for `resume`; None when it is completed. What is left is planned as
+        the engine takes it (pipeline.resumed)."""
         status = self.status(id)
         if status["state"] == State.COMPLETED:
             return None
@@ -290,48 +320,15 @@ class Transfer:
         self.records.claim(id, owner)
         lease = self.hold(id, owner)
         try:
-            items, storages = self.replan(id, status)
+            source = self.storage(Location.parse(status["source"]).storage)
+            target = self.storage(Location.parse(status["target"]).storage)
         except BaseException as e:
             lease.end()
             self.records.finish(id, State.FAILED, one_line(e) if isinstance(e, TransferError) else "interrupted",
                                 owner=owner)
             raise
-        return Run(id, items, not status["copy"], owner, storages, lease)
-
-    def replan(self, id: str, status: dict) -> tuple[list[Item], tuple[Storage, Storage]]:
-        """The objects a resumed transfer still has to settle, checked against the source as it is now."""
-        src, dst = Location.parse(status["source"]), Location.parse(status["target"])
-        source, target = self.storage(src.storage), self.storage(dst.storage)
-        rows = [row for row in self.records.objects(id) if row["state"] not in SETTLED]
-        now = self.current(source, src.path, status["recursive"], [row["source_key"] for row in rows])
-        items = []
-        for row in rows:
-            info = now.get(row["source_key"])
-            if info is None:
-                state, message = (ObjectState.DONE, None) if row["state"] == ObjectState.COPIED else \
-                    (ObjectState.FAILED, "the source no longer exists")
-                self.records.update_object(id, row["path"], state=state, message=message)
-                continue
-            if (info.size, info.etag, info.mtime) != (row["size"], row["etag"], row["mtime"]):
-                self.discard_upload(target, row)
-                self.records.update_object(id, row["path"], size=info.size, etag=info.etag, mtime=info.mtime,
-                                           upload=None, part_size=None, state=ObjectState.PENDING)
-                row = {**row, "upload": None, "part_size": None, "state": ObjectState.PENDING}
-            items.append(Item(row["path"], info, row["target_key"], record=row))
-        unsettled = [item for item in items if item.record["state"] == ObjectState.PENDING]
-        if unsettled:
-            mark_in_sync(unsettled, source, target, dst, "checksum", Reading.CHEAP)
-        for item in unsettled:
-            if item.skip:
-                self.discard_upload(target, item.record)
-        return items, (source, target)
-
-    @staticmethod
-    def current(storage: Storage, path: str, recursive: bool, keys: list[str]) -> dict:
-        """The source objects as they are now, by key: listed for a folder, and looked up one by
-        one where the listing has not got them (a single file, even with -r)."""
-        now = {info.key: info for info in storage.list(path)} if recursive else {}
-        return {**now, **{key: info for key in keys if key not in now and (info := storage.stat(key))}}
+        return Run(id, resumed(self.records, status, source, target), not status["copy"], owner, (source, target),
+                   lease)
 
     def cancel(self, id: str, wait: bool = True) -> dict:
         """Stop a transfer: a running one is asked to stop (and with `wait` this waits until it
@@ -383,17 +380,13 @@ class Transfer:
 
     def discard_uploads(self, id: str, target: Storage) -> list[str]:
         cleaned = []
-        for row in self.records.objects(id):
-            if row["upload"] and row["state"] not in SETTLED:
-                self.discard_upload(target, row)
-                self.records.update_object(id, row["path"], upload=None, part_size=None, bytes_done=0)
-                cleaned.append(row["target_key"])
+        for rows in self.records.unsettled(id, LIST_PAGE):
+            for row in rows:
+                if row["upload"]:
+                    discard_upload(target, row)
+                    self.records.update_object(id, row["path"], upload=None, part_size=None, bytes_done=0)
+                    cleaned.append(row["target_key"])
         return cleaned
-
-    @staticmethod
-    def discard_upload(target: Storage, row: dict) -> None:
-        if row["upload"] and isinstance(target, Resumable):
-            target.discard_upload(row["target_key"], row["upload"])
 
     def run(self, id: str, data: str, copy=True) -> dict:
         """Transfer `data` (a path under the configured source) to the same path under the target."""

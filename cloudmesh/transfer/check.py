@@ -40,7 +40,7 @@ def check(source: Storage, src: Location, target: Storage, dst: Location, recurs
           download: bool = False) -> dict:
     """Compare the objects under `src` with those under `dst`; see the module docstring."""
     reading = Reading.DOWNLOAD if download else Reading.CHEAP
-    items = candidates(source, src, target, dst, recursive)
+    items = [item for page in candidates(source, src, target, dst, recursive) for item in page.items]
     if recursive and not (len(items) == 1 and items[0].source.key == src.path):
         present = {info.key: info for info in target.list(dst.path)}
     else:

@@ -41,3 +41,8 @@ RECORDS_RETRY_AFTER = 5  # seconds, the Retry-After of a 503 answered while the 
 # Group commit of object updates (records/batch.py): written every so many objects or seconds.
 BATCH_OBJECTS = 500
 BATCH_SECONDS = 0.1
+
+# Listing (providers/base.py `pages`, pipeline.py): objects listed, planned and recorded together.
+# A transfer holds about one page at a time whatever the size of its source, and a resumed one
+# lists on from the last page it recorded.
+LIST_PAGE = 1000

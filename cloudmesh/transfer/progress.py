@@ -3,9 +3,13 @@ import threading
 
 
 class Progress:
-    """Receives the totals once planned, then each part's bytes and each finished object."""
+    """Receives the totals as objects are planned (a page at a time), then each part's bytes and
+    each finished object."""
 
-    def start(self, total_bytes: int, total_objects: int) -> None:
+    def start(self) -> None:
+        pass
+
+    def grow(self, nbytes: int, nobjects: int) -> None:
         pass
 
     def update(self, nbytes: int, nobjects: int) -> None:
@@ -16,17 +20,23 @@ class Progress:
 
 
 class TerminalProgress(Progress):
-    """Bytes done of the total with rate and ETA, and objects done, on one stderr line."""
+    """Bytes done of the total planned so far, with rate and ETA, and objects done, on one stderr line."""
 
-    def start(self, total_bytes: int, total_objects: int) -> None:
+    def start(self) -> None:
         from tqdm import tqdm
         self.lock = threading.Lock()
-        self.objects, self.total_objects = 0, total_objects
-        self.bar = tqdm(total=total_bytes, unit="B", unit_scale=True, unit_divisor=1024, dynamic_ncols=True,
+        self.objects, self.total_objects = 0, 0
+        self.bar = tqdm(total=0, unit="B", unit_scale=True, unit_divisor=1024, dynamic_ncols=True,
                         desc=self.label(), mininterval=0.2)
 
     def label(self) -> str:
         return f"{self.objects}/{self.total_objects} objects"
+
+    def grow(self, nbytes: int, nobjects: int) -> None:
+        with self.lock:
+            self.total_objects += nobjects
+            self.bar.total += nbytes
+            self.bar.set_description_str(self.label(), refresh=False)
 
     def update(self, nbytes: int, nobjects: int) -> None:
         with self.lock:

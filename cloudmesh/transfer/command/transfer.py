@@ -5,6 +5,7 @@ command therefore parses its own arguments and, only when it runs as a one-shot 
 (not inside the interactive shell), ends the process with a non-zero status on failure.
 """
 import contextlib
+import itertools
 import json
 import logging
 import os
@@ -13,12 +14,14 @@ import sys
 import textwrap
 import threading
 import traceback
+from typing import Iterable
 
 import yaml
 from docopt import DocoptExit, docopt
 
 from cloudmesh.common.Printer import Printer
 from cloudmesh.shell.command import PluginCommand
+from cloudmesh.transfer.limits import LIST_PAGE
 from cloudmesh.transfer.logs import escape
 from cloudmesh.transfer.records.base import State
 
@@ -62,8 +65,9 @@ def dump_json(data) -> None:
     print(json.dumps(data, indent=2, ensure_ascii=False))
 
 
-STATUS_ORDER = ["id", "state", "source", "target", "copy", "objects_total", "objects_done", "objects_skipped",
-                "objects_unverified", "objects_failed", "bytes_total", "bytes_done", "started", "finished", "seconds"]
+STATUS_ORDER = ["id", "state", "listing", "source", "target", "copy", "objects_total", "objects_done",
+                "objects_skipped", "objects_unverified", "objects_failed", "bytes_total", "bytes_done", "started",
+                "finished", "seconds"]
 CHECK_ORDER = ["finding", "path", "detail", "source_size", "target_size"]
 LIST_ORDER = ["id", "state", "source", "target", "copy", "objects", "bytes", "started", "seconds"]
 
@@ -97,6 +101,23 @@ def print_rows(rows: list[dict], order: list[str], output: str, empty: str) -> N
     elif rows:
         print(Printer.write(printable(rows), order=order, sort_keys=False))
     elif empty:
+        print(empty)
+
+
+def stream_rows(rows: Iterable[dict], order: list[str], output: str, empty: str) -> None:
+    """Print rows as they come, never holding more than a page: JSON as one array written element
+    by element, a table a page of rows at a time."""
+    rows, count = iter(rows), 0
+    if output == "json":
+        print("[", end="")
+        for count, row in enumerate(rows, 1):
+            print(("," if count > 1 else "") + "\n  " + json.dumps(row, ensure_ascii=False), end="", flush=True)
+        print("\n]" if count else "]")
+        return
+    while page := list(itertools.islice(rows, LIST_PAGE)):
+        count += len(page)
+        print(Printer.write(printable(page), order=order, sort_keys=False), flush=True)
+    if not count and empty:
         print(empty)
 
 
@@ -147,14 +168,14 @@ def failure(status: dict) -> str | None:
     if status["state"] == State.COMPLETED:
         return None
     settled = status["objects_done"] + status["objects_skipped"]
+    total = f"{status['objects_total']} objects" + (" listed so far" if status.get("listing") else "")
     if status["state"] == State.CANCELLED:
-        return (f"transfer '{status['id']}' cancelled: {settled} of {status['objects_total']} objects done; "
+        return (f"transfer '{status['id']}' cancelled: {settled} of {total} done; "
                 f"'cms transfer resume --id={status['id']}' goes on with it")
     first = status["errors"][0] if status["errors"] else None
     shown = first and (first["path"] if len(first["path"]) <= 80 else first["path"][:60] + "...")
     reason = f"; first: {shown}: {first['message']}" if first else f": {status.get('message') or 'failed'}"
-    return (f"transfer '{status['id']}' {status['state']}: {status['objects_failed']} of "
-            f"{status['objects_total']} objects failed{reason}")
+    return f"transfer '{status['id']}' {status['state']}: {status['objects_failed']} of {total} failed{reason}"
 
 
 class TransferCommand(PluginCommand):
@@ -394,7 +415,7 @@ class TransferCommand(PluginCommand):
         if arguments["--dryrun"]:
             rows = api.preview(arguments["--source"], arguments["--target"], recursive, bool(arguments["move"]),
                                **selection)
-            print_rows(rows, ["action", "path", "target", "size"], output, "nothing to transfer")
+            stream_rows(rows, ["action", "path", "target", "size"], output, "nothing to transfer")
             return None
         start = api.copy if arguments["copy"] else api.move
         return start(arguments["--source"], arguments["--target"], recursive=recursive, id=arguments["--id"],

@@ -203,10 +203,12 @@ class S3Storage(Storage, SignedURLs, ServerCopy, Resumable):
                           s3etag=metadata.get(S3ETAG_METADATA) or (None if encrypted(entry) else multipart_etag(etag)),
                           content_type=entry.get("ContentType"), metadata=user_metadata(metadata))
 
-    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+    def list(self, prefix: str, after: str | None = None) -> Iterator[ObjectInfo]:
         start = f"{prefix}/" if prefix else ""
+        seek = {"StartAfter": after} if after else {}
         with self.errors(prefix):
-            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=start):
+            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=start,
+                                                                               **seek):
                 for entry in page.get("Contents", []):
                     if not (entry["Key"].endswith("/") and entry.get("Size", 0) == 0):
                         yield self.info(entry["Key"], entry)

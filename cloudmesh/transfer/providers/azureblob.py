@@ -33,9 +33,10 @@ from azure.storage.blob import (BlobBlock, BlobSasPermissions, BlobServiceClient
 from cloudmesh.transfer.config import StorageConfig
 from cloudmesh.transfer.errors import Changed, ConfigError, IntegrityError, NotFound, TransferError, UsageError
 from cloudmesh.transfer.integrity import RANGE_MD5_LIMIT, Claim, Proof, crc64, md5_hex, part_record
+from cloudmesh.transfer.limits import LIST_PAGE
 from cloudmesh.transfer.providers import http
-from cloudmesh.transfer.providers.base import (MiB, ObjectInfo, Part, Reader, Resumable, ServerCopy, SignedURLs,
-                                               Storage, Upload, endpoint_place)
+from cloudmesh.transfer.providers.base import (Listed, MiB, ObjectInfo, Part, Reader, Resumable, ServerCopy,
+                                               SignedURLs, Storage, Upload, endpoint_place)
 from cloudmesh.transfer.retry import Retry
 
 NOT_IMPLEMENTED = ("NotImplemented", "APINotImplemented")
@@ -364,13 +365,22 @@ class AzureStorage(Storage, SignedURLs, ServerCopy, Resumable):
                           etag=blob.etag, content_type=settings.content_type, metadata=user_metadata(metadata),
                           s3etag=s3etag)
 
-    def list(self, prefix: str) -> Iterator[ObjectInfo]:
-        """Every blob under the folder, without folder markers."""
+    def list(self, prefix: str, after: str | None = None) -> Iterator[ObjectInfo]:
+        """Every blob under the folder, without folder markers. Blob listings cannot seek to a
+        name, so those up to `after` are passed over (`pages` goes on from a marker instead)."""
+        for page, _ in self.pages(prefix):
+            yield from (info for info in page if after is None or info.key > after)
+
+    def pages(self, prefix: str, cursor: str | None = None) -> Iterator[Listed]:
+        """The service's own pages of LIST_PAGE blobs; a cursor is the marker of the next page."""
         start = f"{prefix}/" if prefix else None
         with self.errors(prefix):
-            for blob in self.container.list_blobs(name_starts_with=start, include=["metadata"]):
-                if not folder_marker(blob) and not (blob.name.endswith("/") and not blob.size):
-                    yield self.info(blob)
+            listing = self.container.list_blobs(name_starts_with=start, include=["metadata"],
+                                                results_per_page=LIST_PAGE).by_page(continuation_token=cursor)
+            for blobs in listing:
+                page = [self.info(blob) for blob in blobs
+                        if not folder_marker(blob) and not (blob.name.endswith("/") and not blob.size)]
+                yield page, listing.continuation_token or None
 
     def properties_of(self, key: str):
         """The blob's properties, or None when there is none (NotFound for a missing container)."""

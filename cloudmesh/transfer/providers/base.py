@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 from cloudmesh.transfer.config import StorageConfig
 from cloudmesh.transfer.errors import UsageError
 from cloudmesh.transfer.integrity import Claim, Proof
+from cloudmesh.transfer.limits import LIST_PAGE
 from cloudmesh.transfer.retry import Retry
 
 MiB = 1024 * 1024
@@ -38,6 +39,9 @@ class ObjectInfo:
     metadata: dict = field(default_factory=dict)
     s3etag: str | None = None
     mode: int | None = None
+
+
+Listed = tuple[list[ObjectInfo], str | None]  # a page of a listing, and the cursor to list on from after it
 
 
 class Reader(ABC):
@@ -121,8 +125,21 @@ class Storage(ABC):
         says; raise ConfigError for missing fields."""
 
     @abstractmethod
-    def list(self, prefix: str) -> Iterator[ObjectInfo]:
-        """Every object whose key is under the folder `prefix` ('' is the whole storage)."""
+    def list(self, prefix: str, after: str | None = None) -> Iterator[ObjectInfo]:
+        """Every object whose key is under the folder `prefix` ('' is the whole storage), in key
+        order (by code point, which is S3's UTF-8 byte order), from the first key after `after` on."""
+
+    def pages(self, prefix: str, cursor: str | None = None) -> Iterator[Listed]:
+        """The listing a page at a time, each page with the cursor to list on from after it (None
+        after the last page): a transfer records it, so that a resumed one lists on from there.
+        Here a cursor is the page's last key; a storage that lists by tokens overrides this."""
+        page = []
+        for info in self.list(prefix, after=cursor):
+            page.append(info)
+            if len(page) == LIST_PAGE:
+                yield page, info.key
+                page = []
+        yield page, None
 
     @abstractmethod
     def stat(self, key: str) -> ObjectInfo | None:

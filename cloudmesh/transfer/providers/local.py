@@ -405,8 +405,9 @@ class LocalStorage(Storage, Resumable):
 
     # Reading
 
-    def list(self, prefix: str) -> Iterator[ObjectInfo]:
-        """The files under `prefix`, a folder's files before its subfolders, each sorted by name."""
+    def list(self, prefix: str, after: str | None = None) -> Iterator[ObjectInfo]:
+        """The files under `prefix` in key order (a folder sorts as its name and '/', so that the
+        walk is in the order S3 lists keys), from the first key after `after` on."""
         top = "/".join(self.components(prefix)) if prefix else ""
         try:
             if not top:
@@ -422,22 +423,35 @@ class LocalStorage(Storage, Resumable):
         except (Absent, Changing):
             return
         try:
-            yield from self.walk(fd, parts, top)
+            yield from self.walk(fd, parts, top, after)
         finally:
             os.close(fd)
 
-    def walk(self, fd: int, parts: tuple[str, ...], prefix: str) -> Iterator[ObjectInfo]:
-        """The files of the open folder `fd` (real path `parts`, key `prefix`), then its subfolders'.
+    def walk(self, fd: int, parts: tuple[str, ...], prefix: str, after: str | None) -> Iterator[ObjectInfo]:
+        """The files of the open folder `fd` (real path `parts`, key `prefix`) and of its subfolders,
+        in key order, passing over those up to `after` (and whole folders that lie before it). A
+        folder holds only its names while it is walked, not their details.
         What cannot be read is skipped with a warning, as is what vanishes meanwhile."""
         try:
+            names, folders = [], set()
             with os.scandir(fd) as entries:
-                names = sorted(entry.name for entry in entries)
+                for entry in entries:
+                    names.append(entry.name)
+                    if entry.is_dir(follow_symlinks=False):
+                        folders.add(entry.name)
         except OSError as e:
             self.skipped(prefix, f"its folder cannot be listed ({e.strerror})")
             return
-        folders = []
+        names.sort(key=lambda name: f"{name}/" if name in folders else name)
         for name in names:
             key = f"{prefix}/{name}" if prefix else name
+            order = f"{key}/" if name in folders else key
+            if after is not None:
+                if order <= after and not (name in folders and after.startswith(order)):
+                    continue  # a file up to `after`, or a folder that lies wholly before it
+                within, after = (after if after.startswith(order) else None), None
+            else:
+                within = None
             if beneath((*parts, name), self.guarded):
                 self.skipped(key, "it is the cloudmesh config directory, which is never copied")
                 continue
@@ -449,7 +463,7 @@ class LocalStorage(Storage, Resumable):
             if st is None:
                 self.skipped(key, "it vanished while its folder was listed")
             elif stat.S_ISDIR(st.st_mode):
-                folders.append(name)
+                yield from self.descend(fd, parts, name, key, within)
             elif stat.S_ISREG(st.st_mode):
                 if not name.endswith(PARTIAL_SUFFIX):
                     yield self.info(key, st)
@@ -459,21 +473,22 @@ class LocalStorage(Storage, Resumable):
                     yield linked
             else:
                 log.info("not listed: %r is neither a file nor a folder", f"{self.name}:{key}")
-        for name in folders:
-            key = f"{prefix}/{name}" if prefix else name
-            try:
-                child = os.open(name, FOLDER, dir_fd=fd)
-            except FileNotFoundError:
-                self.skipped(key, "it vanished while its folder was listed")
-                continue
-            except OSError as e:
-                self.skipped(key, "it was replaced while its folder was listed" if e.errno in A_LINK
-                             else f"it cannot be read ({e.strerror})")
-                continue
-            try:
-                yield from self.walk(child, (*parts, name), key)
-            finally:
-                os.close(child)
+
+    def descend(self, fd: int, parts: tuple[str, ...], name: str, key: str, after: str | None) -> Iterator[ObjectInfo]:
+        """The files of the subfolder `name` of the open folder `fd`, as `walk` lists them."""
+        try:
+            child = os.open(name, FOLDER, dir_fd=fd)
+        except FileNotFoundError:
+            self.skipped(key, "it vanished while its folder was listed")
+            return
+        except OSError as e:
+            self.skipped(key, "it was replaced while its folder was listed" if e.errno in A_LINK
+                         else f"it cannot be read ({e.strerror})")
+            return
+        try:
+            yield from self.walk(child, (*parts, name), key, after)
+        finally:
+            os.close(child)
 
     def linked(self, key: str) -> ObjectInfo | None:
         """A symlinked file met in a listing, under the link's name; None (and why, logged) when

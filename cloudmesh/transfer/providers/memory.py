@@ -171,6 +171,12 @@ class Generated:
         index = int(key[2:])
         return index if index < self.count else None
 
+    def first_after(self, key: str | None) -> int:
+        """The number of the first generated object whose key sorts after `key` (0 for None)."""
+        if key is None:
+            return 0
+        return bisect.bisect_right(range(self.count), key, key=lambda index: f"g/{index:08d}")
+
     def key_tail(self, key: str) -> bytes:
         return key.encode()[KEY_BYTES - self.tail:]
 
@@ -322,12 +328,13 @@ class MemoryStorage(Storage):
         return ObjectInfo(key=key, size=entry.size, mtime=entry.mtime, md5=entry.md5.hex(), etag=str(entry.version),
                           content_type=entry.content_type, metadata=dict(entry.metadata or {}), s3etag=entry.s3etag)
 
-    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+    def list(self, prefix: str, after: str | None = None) -> Iterator[ObjectInfo]:
         """The objects under the folder `prefix`, sorted by key (as S3 sorts them: by code point,
         which is UTF-8 byte order), looked up one by one so that a listing goes on while others write."""
         folder = prefix if not prefix or prefix.endswith("/") else f"{prefix}/"
         keys = self.objects.sorted_keys()
-        for key in itertools.islice(keys, bisect.bisect_left(keys, folder), None):
+        first = max(bisect.bisect_left(keys, folder), bisect.bisect_right(keys, after) if after else 0)
+        for key in itertools.islice(keys, first, None):
             if not key.startswith(folder):
                 return
             entry = self.objects.get(key)
@@ -372,10 +379,10 @@ class GeneratedStorage(MemoryStorage):
     def generated(self) -> Generated:
         return self.store
 
-    def list(self, prefix: str) -> Iterator[ObjectInfo]:
-        """Every generated object, one at a time, when `prefix` is the root or `g`; else none."""
+    def list(self, prefix: str, after: str | None = None) -> Iterator[ObjectInfo]:
+        """Every generated object (after `after`), one at a time, when `prefix` is the root or `g`; else none."""
         if prefix in ("", "g", "g/"):
-            for index in range(self.generated.count):
+            for index in range(self.generated.first_after(after), self.generated.count):
                 yield self.generated.info(index)
 
     def stat(self, key: str) -> ObjectInfo | None:

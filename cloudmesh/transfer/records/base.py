@@ -10,6 +10,7 @@ from abc import ABC, abstractmethod
 from datetime import datetime, timezone
 from enum import StrEnum
 from pathlib import Path
+from typing import Iterator
 
 class State(StrEnum):
     """A transfer's state: stored as running, completed, failed or cancelled; a running one whose
@@ -97,6 +98,8 @@ def status_view(transfer: dict, counts: dict, notes: list[dict]) -> dict:
         "copy": bool(transfer["copy"]),
         "recursive": bool(transfer["recursive"]),
         "route": transfer["route"],
+        "listing": bool(transfer.get("listing")),
+        "selection": transfer.get("selection") or {"include": [], "exclude": [], "sync": None},
         "objects_total": counts["objects_total"],
         "objects_done": counts["objects_done"],
         "objects_failed": counts["objects_failed"],
@@ -141,8 +144,19 @@ class Records(ABC):
     """
 
     @abstractmethod
-    def create(self, transfer: dict, objects: list[dict]) -> None:
-        """Record a new transfer and its planned objects at once; IdInUse if the id exists."""
+    def create(self, transfer: dict, objects: list[dict] = ()) -> None:
+        """Record a new transfer (with `listing` true while its objects are still to be listed, and
+        the `selection` that lists them: include, exclude, sync) and any planned objects at once;
+        IdInUse if the id exists."""
+
+    @abstractmethod
+    def add_objects(self, transfer_id: str, objects: list[dict], cursor: str | None, last: bool) -> None:
+        """Record a page of planned objects (numbered on from those recorded) with the listing's
+        cursor after it, at once; with `last`, the listing has ended."""
+
+    @abstractmethod
+    def cursor(self, transfer_id: str) -> str | None:
+        """Where a transfer's listing goes on from: the cursor recorded with its last page."""
 
     @abstractmethod
     def update_object(self, transfer_id: str, path: str, **fields) -> None:
@@ -199,8 +213,17 @@ class Records(ABC):
         """How many transfers there are (in one state)."""
 
     @abstractmethod
-    def objects(self, transfer_id: str) -> list[dict]:
-        """The transfer's object rows, in plan order."""
+    def objects(self, transfer_id: str, after: int = -1, limit: int | None = None,
+                unsettled: bool = False) -> list[dict]:
+        """The transfer's object rows in plan order, from the one after number `after` (its `seq`)
+        on, at most `limit` of them; with `unsettled`, only those not settled (see SETTLED)."""
+
+    def unsettled(self, transfer_id: str, page: int) -> Iterator[list[dict]]:
+        """The transfer's unsettled object rows, `page` at a time, read as they are needed."""
+        after = -1
+        while rows := self.objects(transfer_id, after, page, unsettled=True):
+            yield rows
+            after = rows[-1]["seq"]
 
     @abstractmethod
     def statistic(self) -> dict:

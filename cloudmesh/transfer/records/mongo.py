@@ -18,13 +18,14 @@ import time
 from urllib.parse import unquote
 
 import pymongo
-from pymongo.errors import ConfigurationError, ConnectionFailure, DuplicateKeyError, OperationFailure, PyMongoError
+from pymongo.errors import (BulkWriteError, ConfigurationError, ConnectionFailure, DuplicateKeyError, OperationFailure,
+                            PyMongoError)
 
 from cloudmesh.transfer.errors import Conflict, ConfigError, IdInUse, NotFound, RecordsError, TransferError
 from cloudmesh.transfer.records.base import SETTLED, Records, owner_alive, state_of, statistic_view, status_view
 
 TRANSFER_FIELDS = ("state", "source", "target", "route", "copy", "recursive", "started", "finished", "host", "pid",
-                   "message", "owner", "heartbeat", "cancel")
+                   "message", "owner", "heartbeat", "cancel", "listing", "cursor", "planned", "selection")
 OBJECT_COLUMNS = ("transfer_id", "seq", "path", "source_key", "target_key", "size", "state", "bytes_done", "md5",
                   "method", "proof", "message", "warning", "etag", "mtime", "upload", "part_size")
 OBJECT_FIELDS = {"state", "bytes_done", "md5", "method", "proof", "message", "warning", "size", "etag", "mtime",
@@ -41,7 +42,7 @@ INDEXES = {
 VIEW_BATCH = 500  # transfers whose views are built by one set of queries (bounds the $in lists)
 CLAIM_TRIES = 10  # a claim re-reads after losing a race; it gives up only if the record keeps changing
 TIMEOUT_MS = 5000  # how long to look for a server before giving up (unless the URL sets serverSelectionTimeoutMS)
-AUTH_FAILED, UNAUTHORIZED = 18, 13  # MongoDB error codes
+AUTH_FAILED, UNAUTHORIZED, DUPLICATE_KEY = 18, 13, 11000  # MongoDB error codes
 
 
 def hosts_of(url: str) -> str:
@@ -147,7 +148,7 @@ class MongoRecords(Records):
         return {name: doc.get(name) for name in OBJECT_COLUMNS}
 
     @guarded
-    def create(self, transfer: dict, objects: list[dict]) -> None:
+    def create(self, transfer: dict, objects: list[dict] = ()) -> None:
         """The transfer document first: its unique _id decides which of two creators of one id wins,
         and the loser touches no object. A failure while inserting the objects removes the transfer."""
         now = time.time()
@@ -156,7 +157,9 @@ class MongoRecords(Records):
                 {"_id": transfer["id"], "state": "running", "source": transfer["source"], "target": transfer["target"],
                  "route": transfer["route"], "copy": int(transfer["copy"]), "recursive": int(transfer["recursive"]),
                  "started": now, "finished": None, "host": socket.gethostname(), "pid": os.getpid(),
-                 "message": None, "owner": transfer["owner"], "heartbeat": now, "cancel": 0})
+                 "message": None, "owner": transfer["owner"], "heartbeat": now, "cancel": 0,
+                 "listing": int(bool(transfer.get("listing"))), "cursor": None, "planned": 0,
+                 "selection": transfer.get("selection")})
         except DuplicateKeyError:
             found = self.transfers_.find_one({"_id": transfer["id"]}, {"state": 1}) or {}
             state = f" ({found['state']})" if found.get("state") else ""
@@ -164,11 +167,7 @@ class MongoRecords(Records):
         if not objects:
             return
         try:
-            self.objects_.insert_many(
-                [{"transfer_id": transfer["id"], "seq": seq, "path": o["path"], "source_key": o["source_key"],
-                  "target_key": o["target_key"], "size": o["size"], "state": "pending", "bytes_done": 0, "md5": None,
-                  "method": None, "proof": None, "message": None, "warning": None, "etag": o.get("etag"),
-                  "mtime": o.get("mtime"), "upload": None, "part_size": None} for seq, o in enumerate(objects)])
+            self.insert(transfer["id"], objects, 0)
         except BaseException:
             try:
                 self.objects_.delete_many({"transfer_id": transfer["id"]})
@@ -176,6 +175,35 @@ class MongoRecords(Records):
             except PyMongoError:
                 pass  # the first error is the one to report
             raise
+
+    def insert(self, transfer_id: str, objects: list[dict], first: int) -> None:
+        """Add planned objects numbered from `first`; one already there (a page listed again after a
+        crash between its objects and its cursor) is kept, as the unique index tells."""
+        if objects:
+            try:
+                self.objects_.insert_many(
+                    [{"transfer_id": transfer_id, "seq": seq, "path": o["path"], "source_key": o["source_key"],
+                      "target_key": o["target_key"], "size": o["size"], "state": "pending", "bytes_done": 0,
+                      "md5": None, "method": None, "proof": None, "message": None, "warning": None,
+                      "etag": o.get("etag"), "mtime": o.get("mtime"), "upload": None, "part_size": None}
+                     for seq, o in enumerate(objects, first)], ordered=False)
+            except BulkWriteError as e:
+                if any(error.get("code") != DUPLICATE_KEY for error in e.details.get("writeErrors", [])):
+                    raise
+        self.transfers_.update_one({"_id": transfer_id}, {"$inc": {"planned": len(objects)}})
+
+    @guarded
+    def add_objects(self, transfer_id: str, objects: list[dict], cursor: str | None, last: bool) -> None:
+        """The objects first, then the cursor: a crash between them lists the page again."""
+        doc = self.transfers_.find_one({"_id": transfer_id}, {"planned": 1})
+        if doc is None:
+            raise NotFound(f"no transfer with id '{transfer_id}'")
+        self.insert(transfer_id, objects, doc.get("planned") or 0)
+        self.transfers_.update_one({"_id": transfer_id}, {"$set": {"cursor": cursor, "listing": int(not last)}})
+
+    @guarded
+    def cursor(self, transfer_id: str) -> str | None:
+        return (self.transfers_.find_one({"_id": transfer_id}, {"cursor": 1}) or {}).get("cursor")
 
     @guarded
     def part_done(self, transfer_id: str, path: str, upload: str, number: int, md5: str, bytes_done: int) -> None:
@@ -335,8 +363,15 @@ class MongoRecords(Records):
         return self.transfers_.count_documents({} if state is None else {"state": state})
 
     @guarded
-    def objects(self, transfer_id: str) -> list[dict]:
-        return [self.object_row(doc) for doc in self.objects_.find({"transfer_id": transfer_id}).sort("seq", 1)]
+    def objects(self, transfer_id: str, after: int = -1, limit: int | None = None,
+                unsettled: bool = False) -> list[dict]:
+        query = {"transfer_id": transfer_id, "seq": {"$gt": after}}
+        if unsettled:
+            query["state"] = {"$nin": list(SETTLED)}
+        if limit == 0:
+            return []  # MongoDB reads a limit of 0 as no limit
+        found = self.objects_.find(query).sort("seq", 1)
+        return [self.object_row(doc) for doc in (found if limit is None else found.limit(limit))]
 
     @guarded
     def statistic(self) -> dict:

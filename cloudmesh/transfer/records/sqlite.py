@@ -6,6 +6,7 @@ or in a write in the middle of a transfer."""
 import contextlib
 import errno
 import functools
+import json
 import logging
 import os
 import socket
@@ -34,7 +35,11 @@ CREATE TABLE IF NOT EXISTS transfers (
     message TEXT,
     owner TEXT,
     heartbeat REAL,
-    cancel INTEGER NOT NULL DEFAULT 0
+    cancel INTEGER NOT NULL DEFAULT 0,
+    listing INTEGER NOT NULL DEFAULT 0,
+    cursor TEXT,
+    planned INTEGER NOT NULL DEFAULT 0,
+    selection TEXT
 );
 CREATE INDEX IF NOT EXISTS transfers_state ON transfers(state, started);
 CREATE TABLE IF NOT EXISTS objects (
@@ -57,6 +62,7 @@ CREATE TABLE IF NOT EXISTS objects (
     warning TEXT,
     PRIMARY KEY (transfer_id, path)
 );
+CREATE INDEX IF NOT EXISTS objects_seq ON objects(transfer_id, seq);
 CREATE TABLE IF NOT EXISTS parts (
     transfer_id TEXT NOT NULL,
     path TEXT NOT NULL,
@@ -67,7 +73,9 @@ CREATE TABLE IF NOT EXISTS parts (
 );
 """
 # Columns added after the first release, for databases created before them.
-ADDED = {"transfers": {"owner": "TEXT", "heartbeat": "REAL", "cancel": "INTEGER NOT NULL DEFAULT 0"},
+ADDED = {"transfers": {"owner": "TEXT", "heartbeat": "REAL", "cancel": "INTEGER NOT NULL DEFAULT 0",
+                       "listing": "INTEGER NOT NULL DEFAULT 0", "cursor": "TEXT",
+                       "planned": "INTEGER NOT NULL DEFAULT 0", "selection": "TEXT"},
          "objects": {"etag": "TEXT", "mtime": "REAL", "upload": "TEXT", "part_size": "INTEGER", "proof": "TEXT",
                      "warning": "TEXT"}}
 
@@ -234,7 +242,7 @@ class SQLiteRecords(Records):
             return db.execute(sql, args).rowcount
 
     @guarded
-    def create(self, transfer: dict, objects: list[dict]) -> None:
+    def create(self, transfer: dict, objects: list[dict] = ()) -> None:
         with self.transaction() as db:
             row = db.execute("SELECT state FROM transfers WHERE id = ?", (transfer["id"],)).fetchone()
             if row:
@@ -242,15 +250,37 @@ class SQLiteRecords(Records):
             now = time.time()
             db.execute(
                 "INSERT INTO transfers (id, state, source, target, route, copy, recursive, started, host, pid,"
-                " owner, heartbeat) VALUES (?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " owner, heartbeat, listing, selection) VALUES (?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (transfer["id"], transfer["source"], transfer["target"], transfer["route"],
                  int(transfer["copy"]), int(transfer["recursive"]), now, socket.gethostname(), os.getpid(),
-                 transfer["owner"], now))
-            db.executemany(
-                "INSERT INTO objects (transfer_id, seq, path, source_key, target_key, size, etag, mtime)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [(transfer["id"], seq, o["path"], o["source_key"], o["target_key"], o["size"], o.get("etag"),
-                  o.get("mtime")) for seq, o in enumerate(objects)])
+                 transfer["owner"], now, int(bool(transfer.get("listing"))), json.dumps(transfer.get("selection"))))
+            self.insert(db, transfer["id"], objects, 0)
+
+    @staticmethod
+    def insert(db: sqlite3.Connection, transfer_id: str, objects: list[dict], first: int) -> None:
+        """Add planned objects numbered from `first`; one already there (a page listed twice) is kept."""
+        db.executemany(
+            "INSERT OR IGNORE INTO objects (transfer_id, seq, path, source_key, target_key, size, etag, mtime)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [(transfer_id, seq, o["path"], o["source_key"], o["target_key"], o["size"], o.get("etag"),
+              o.get("mtime")) for seq, o in enumerate(objects, first)])
+        db.execute("UPDATE transfers SET planned = planned + ? WHERE id = ?", (len(objects), transfer_id))
+
+    @guarded
+    def add_objects(self, transfer_id: str, objects: list[dict], cursor: str | None, last: bool) -> None:
+        with self.transaction() as db:
+            planned = db.execute("SELECT planned FROM transfers WHERE id = ?", (transfer_id,)).fetchone()
+            if planned is None:
+                raise NotFound(f"no transfer with id '{transfer_id}'")
+            self.insert(db, transfer_id, objects, planned[0])
+            db.execute("UPDATE transfers SET cursor = ?, listing = ? WHERE id = ?",
+                       (cursor, int(not last), transfer_id))
+
+    @guarded
+    def cursor(self, transfer_id: str) -> str | None:
+        with self.lock:
+            row = self.db.execute("SELECT cursor FROM transfers WHERE id = ?", (transfer_id,)).fetchone()
+            return row[0] if row else None
 
     @guarded
     def part_done(self, transfer_id: str, path: str, upload: str, number: int, md5: str, bytes_done: int) -> None:
@@ -330,7 +360,9 @@ class SQLiteRecords(Records):
         notes = [dict(e) for e in self.db.execute(
             "SELECT path, state, message, warning FROM objects WHERE transfer_id = ?"
             " AND (state IN ('failed', 'unverified') OR warning IS NOT NULL) ORDER BY seq", (row["id"],))]
-        return status_view(dict(row), counts, notes)
+        transfer = dict(row)
+        transfer["selection"] = json.loads(transfer["selection"] or "null")
+        return status_view(transfer, counts, notes)
 
     @guarded
     def status(self, transfer_id: str) -> dict | None:
@@ -356,10 +388,13 @@ class SQLiteRecords(Records):
             return len(self.rows(state))
 
     @guarded
-    def objects(self, transfer_id: str) -> list[dict]:
+    def objects(self, transfer_id: str, after: int = -1, limit: int | None = None,
+                unsettled: bool = False) -> list[dict]:
+        settled = f"AND state NOT IN ({', '.join(repr(str(state)) for state in SETTLED)})" if unsettled else ""
         with self.lock:
             return [dict(r) for r in self.db.execute(
-                "SELECT * FROM objects WHERE transfer_id = ? ORDER BY seq", (transfer_id,))]
+                f"SELECT * FROM objects WHERE transfer_id = ? AND seq > ? {settled} ORDER BY seq LIMIT ?",
+                (transfer_id, after, -1 if limit is None else limit))]
 
     @guarded
     def statistic(self) -> dict:
