@@ -219,9 +219,20 @@ class Transfer:
 
     @staticmethod
     def refuse_page(items: list[Item], source: Storage, target: Storage) -> None:
-        sources = {source.place(item.source.key)[1]: item for item in items}
+        """Each object's place is its folder's, looked up once per folder, and its name: a symlink
+        as the last component cannot make two objects one (a write replaces the link, and a copy
+        through a linked source file writes the bytes it read), folders on the way can."""
+        folders: dict[tuple[Storage, str], str] = {}
+
+        def place(storage: Storage, key: str) -> str:
+            folder, _, name = key.rpartition("/")
+            if (storage, folder) not in folders:
+                folders[storage, folder] = storage.place(folder)[1]
+            return location.join(folders[storage, folder], name)
+
+        sources = {place(source, item.source.key): item for item in items}
         for item in items:
-            hit = sources.get(target.place(item.target_key)[1])
+            hit = sources.get(place(target, item.target_key))
             if hit is item:
                 raise UsageError(f"'{source.name}:{item.source.key}' would be copied onto itself "
                                  f"('{target.name}:{item.target_key}' is the same object)")

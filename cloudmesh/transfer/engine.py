@@ -78,6 +78,13 @@ def part_size(size: int, options: Options, target: Storage, claim: Claim | None 
     return chosen
 
 
+def objects_at_once(options: Options, source: Storage, target: Storage) -> int:
+    """Objects in flight: as many as the options allow, unless neither storage gains from that many
+    (local disk to local disk: see Storage.objects_at_once)."""
+    caps = (source.objects_at_once, target.objects_at_once)
+    return options.objects if None in caps else min(options.objects, max(caps))
+
+
 def mirror_size(claim: Claim | None) -> int | None:
     """The size of a multipart source's parts when all but the last have it, else None."""
     if claim is None or claim.proof is not Proof.PARTS or len(claim.parts) < 2:
@@ -207,8 +214,9 @@ class Engine:
         self.batch = Batch(self.records, transfer_id)
         lease.listen(self.halt)
         try:
+            at_once = objects_at_once(self.options, self.source, self.target)
             with BoundedExecutor(self.options.parallel, self.options.parallel, "part") as self.parts, \
-                    BoundedExecutor(self.options.objects, 2 * self.options.objects, "object") as objects:
+                    BoundedExecutor(at_once, 2 * at_once, "object") as objects:
                 try:
                     for item in items:
                         if self.stop.is_set():
@@ -355,7 +363,7 @@ class Engine:
                 raise doubted
             shaped = ObjectInfo(key=item.source.key, size=size, mtime=item.source.mtime,
                                 md5=claim.value if claim.proof is Proof.MD5 else None,
-                                content_type=reader.content_type or item.source.content_type or
+                                content_type=item.source.content_type or reader.content_type or
                                 mimetypes.guess_type(item.source.key)[0],
                                 metadata=dict(reader.metadata or item.source.metadata),
                                 s3etag=claim.value if claim.proof is Proof.PARTS else None, mode=item.source.mode)

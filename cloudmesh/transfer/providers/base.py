@@ -114,6 +114,7 @@ class Storage(ABC):
     part_checksum: str | None = None  # what a part carries when its MD5 is not at hand: "md5" (required), a CRC, or nothing
     keeps_md5: bool = False  # whether the whole object's MD5, when computed, is stored with it
     reads_cheaply: bool = False  # whether reading an object costs no transfer (local disk): compared by reading
+    objects_at_once: int | None = None  # objects in flight that still help (None: as many as a transfer allows)
 
     def __init__(self, name: str, retry: Retry = Retry()):
         self.name, self.retry = name, retry

@@ -106,25 +106,33 @@ class Spot:
 
 
 class LocalReader(Reader):
-    """A file's bytes; what was read from disk is the source, so it proves itself."""
+    """A file's bytes, read from the open file with plain reads (no buffered file object, whose
+    set-up costs syscalls per file); what was read from disk is the source, so it proves itself."""
 
     claim = Claim(Proof.READ, strict=True)
 
     def __init__(self, fd: int, name: str, offset: int, length: int | None):
-        self.file = os.fdopen(fd, "rb")
-        self.file.seek(offset)
-        self.left = length
-        self.content_type = mimetypes.guess_type(name)[0]
+        self.fd, self.name, self.offset, self.left = fd, name, offset, length
         self.metadata = {}
+
+    @property
+    def content_type(self) -> str | None:
+        """From the file's name, as its listing gives it (guessed only when asked)."""
+        return mimetypes.guess_type(self.name)[0]
 
     def read(self, size: int) -> bytes:
         if self.left is not None:
             size = min(size, self.left)
-            self.left -= size
-        return self.file.read(size)
+        data = os.pread(self.fd, size, self.offset) if size else b""
+        self.offset += len(data)
+        if self.left is not None:
+            self.left -= len(data)
+        return data
 
     def close(self) -> None:
-        self.file.close()
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
 
 
 def partial_name(name: str) -> str:
@@ -209,6 +217,9 @@ class LocalStorage(Storage, Resumable):
     max_key_bytes = 4096
     keeps_md5 = True  # not stored, but recorded: the MD5 of what was written
     reads_cheaply = True
+    # A small file costs syscalls, not waiting: more threads only contend for the interpreter's lock
+    # and the folder's (2 at once were 20% slower than 1 at 10,000 files of 1 KiB).
+    objects_at_once = 1
 
     def __init__(self, name: str, root: Path, retry: Retry = Retry(), config_dir: Path | None = None):
         """`config_dir` (by default the cloudmesh config directory) is never listed, read or written
