@@ -6,6 +6,7 @@ MongoDB's indexes, compare-and-swap and errors), and open_records' choice of sto
 import contextlib
 import functools
 import os
+import random
 import socket
 import sqlite3
 import stat
@@ -375,6 +376,47 @@ def test_objects_are_read_a_page_at_a_time_and_unsettled_ones_alone(records):
     assert [r["path"] for r in records.objects("t1", unsettled=True)] == ["a", "e", "f", "g"]
     assert [[r["path"] for r in rows] for rows in records.unsettled("t1", 2)] == [["a", "e"], ["f", "g"]]
     assert records.objects("t1", limit=0) == []
+
+
+def recount(rows: list[dict]) -> dict:
+    """A status's totals counted afresh from the object rows."""
+    settled = ("done", "skipped", "unverified")
+    tally = {"objects_total": len(rows), "bytes_total": sum(r["size"] for r in rows),
+             "bytes_done": sum(r["bytes_done"] for r in rows),
+             "uploads_open": sum(1 for r in rows if r["upload"] and r["state"] not in settled)}
+    for state in ("done", "failed", "skipped", "unverified"):
+        tally[f"objects_{state}"] = sum(1 for r in rows if r["state"] == state)
+    for column, name in (("method", "methods"), ("proof", "proofs")):
+        values = [r[column] for r in rows if r[column] is not None]
+        tally[name] = {value: values.count(value) for value in sorted(set(values))}
+    return tally
+
+
+def test_the_totals_of_a_status_agree_with_its_objects_after_any_changes(records):
+    """Status reads counters kept as rows change (SQLite keeps them with triggers); after a random
+    run of pages, outcomes, resets, size changes and uploads, they equal a recount of the rows."""
+    chance = random.Random(11)
+    records.create({**transfer("t1"), "listing": True})
+    records.create(transfer("other"), objects(5, 6))  # another transfer's rows count only for it
+    names = [f"o{n:03d}" for n in range(120)]
+    for first in range(0, len(names), 40):
+        records.add_objects("t1", [{**row, "size": chance.randint(0, 99)} for row in named(*names[first:first + 40])],
+                            names[first + 39], last=first + 40 >= len(names))
+    choices = [{"state": "done", "method": "stream", "proof": "md5", "bytes_done": 7},
+               {"state": "failed", "message": "no"}, {"state": "skipped", "method": "skip", "proof": None},
+               {"state": "unverified", "proof": "none", "method": "server-copy"}, {"state": "copied"},
+               {"upload": "u1", "part_size": 5}, {"upload": None}, {"bytes_done": 3}, {"size": 50, "etag": "x"},
+               {"method": None, "proof": None}]
+    for _ in range(6):
+        batch = [(chance.choice(names), dict(chance.choice(choices))) for _ in range(60)]
+        records.update_objects("t1", batch)
+        if chance.random() < 0.5:
+            records.finish("t1", "failed")
+            records.claim("t1", f"owner-{chance.random()}")  # failed and pending objects start afresh
+    status = records.status("t1")
+    assert {name: status[name] for name in recount([])} == recount(records.objects("t1"))
+    assert records.status("other")["objects_total"] == 2 and records.status("other")["bytes_total"] == 11
+    assert records.statistic()["by_route"]["local->awss3"]["objects"] == status["objects_done"]
 
 
 # finish, heartbeat, cancel and claim: the lease of a run.
