@@ -64,3 +64,8 @@ bench: install
 .PHONY: bench-scale
 bench-scale: install
 	$(BIN)/python benchmarks/scale.py $(ARGS)
+
+# status and statistic with a million objects recorded (benchmarks/records.py); e.g. ARGS="--count 100000".
+.PHONY: bench-records
+bench-records: install
+	$(BIN)/python benchmarks/records.py $(ARGS)
