@@ -2,7 +2,8 @@
 import os
 import time
 
-from cloudmesh.transfer.engine import Engine, Lease, Options
+from cloudmesh.transfer.engine import Engine, Lease
+from cloudmesh.transfer.options import TransferConfig
 from cloudmesh.transfer.errors import TransferError
 from cloudmesh.transfer.location import Location
 from cloudmesh.transfer.planner import stream
@@ -56,7 +57,7 @@ def test_a_failed_part_leaves_every_memory_slot_free_and_no_partial_file(tmp_pat
     for name in ("a.bin", "b.bin"):
         (tmp_path / "src" / name).write_bytes(os.urandom(12 * MiB))
     records, items = planned(tmp_path, source, target)
-    engine = Engine(source, target, records, Options(parallel=2, chunk_size=1 * MiB))
+    engine = Engine(source, target, records, TransferConfig(parallel=2, chunksize=1 * MiB))
 
     assert engine.run("t", items, move=False, lease=Lease(records, "t", "o")) == "failed"
 
@@ -94,5 +95,5 @@ def test_reading_stops_soon_after_a_part_fails(tmp_path):
     (tmp_path / "src" / "big.bin").write_bytes(os.urandom(64 * MiB))
     records, items = planned(tmp_path, source, target)
 
-    assert Engine(source, target, records, Options(parallel=2, chunk_size=1 * MiB)).run("t", items, False, Lease(records, "t", "o")) == "failed"
+    assert Engine(source, target, records, TransferConfig(parallel=2, chunksize=1 * MiB)).run("t", items, False, Lease(records, "t", "o")) == "failed"
     assert sum(read) <= 8 * MiB

@@ -235,6 +235,12 @@ def test_bad_requests_are_problems_with_a_clear_detail(env, service):
     for body, status, detail in cases:
         assert detail in problem(service.call("POST", "/transfers", body), status)["detail"], body
     problem(service.call("POST", "/transfers", raw=b"{not json"), 400)
+    for body, detail in (({"chunksize": "512KiB"}, "chunksize must be at least 1MiB"),
+                         ({"chunksize": "4001MiB"}, "chunksize must be at most 4000MiB"),
+                         ({"parallel": 64, "chunksize": "64MiB"}, "parallel x chunksize is 4096MiB, over the memory")):
+        said = problem(service.call("POST", "/transfers", {"source": f"local:{p}/f.txt", "target": "awss3:x",
+                                                          **body}), 400)["detail"]
+        assert said.startswith(detail) and "--" not in said, said  # the API's names, not the command's
 
     first = {"source": f"local:{p}/f.txt", "target": f"awss3:{p}/f.txt", "id": p}
     assert service.call("POST", "/transfers", first).status == 202

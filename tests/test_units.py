@@ -5,14 +5,16 @@ import random
 from pathlib import Path
 
 import pytest
+import yaml
 from azure.storage.blob import BlobServiceClient
 
 from cloudmesh.transfer import location
-from cloudmesh.transfer.api import parse_bool, parse_size
 from cloudmesh.transfer.config import MASK, load_storages, masked
-from cloudmesh.transfer.engine import Options, part_size, read_exact
+from cloudmesh.transfer.engine import part_size, read_exact
+from cloudmesh.transfer.options import TransferConfig, parse_bool, parse_size
 from cloudmesh.transfer.providers import Reader
-from cloudmesh.transfer.errors import ConfigError, TransferError, UsageError
+from cloudmesh.transfer.errors import ConfigError, OptionError, TransferError, UsageError
+from cloudmesh.transfer.limits import MAX_PARALLEL, MAX_RETRIES
 from cloudmesh.transfer.location import Location
 from cloudmesh.transfer.providers.awss3 import S3Storage
 from cloudmesh.transfer.providers.azureblob import AzureStorage
@@ -142,56 +144,56 @@ def azure():
 
 
 def test_part_size_is_the_chunk_size_when_it_fits(s3):
-    assert part_size(100 * MiB, Options(chunk_size=8 * MiB), s3) == 8 * MiB
+    assert part_size(100 * MiB, TransferConfig(chunksize=8 * MiB), s3) == 8 * MiB
 
 
 def test_part_size_respects_the_s3_minimum_of_5_mib(s3):
-    assert part_size(100 * MiB, Options(chunk_size=1 * MiB), s3) == 5 * MiB
+    assert part_size(100 * MiB, TransferConfig(chunksize=1 * MiB), s3) == 5 * MiB
 
 
 def test_part_size_grows_to_stay_within_10000_s3_parts(s3):
     size = 100 * GiB
-    chosen = part_size(size, Options(chunk_size=8 * MiB), s3)
+    chosen = part_size(size, TransferConfig(chunksize=8 * MiB), s3)
     assert math.ceil(size / chosen) <= 10_000
     assert chosen == 11 * MiB  # 100 GiB / 10,000 = 10.24 MiB, rounded up to whole MiB
 
 
 def test_part_size_uses_exactly_10000_parts_when_that_divides_evenly(s3):
-    assert part_size(10_000 * 16 * MiB, Options(chunk_size=8 * MiB), s3) == 16 * MiB
+    assert part_size(10_000 * 16 * MiB, TransferConfig(chunksize=8 * MiB), s3) == 16 * MiB
 
 
 def test_part_size_grows_to_stay_within_50000_azure_blocks(azure):
-    assert part_size(50_000 * 8 * MiB, Options(chunk_size=8 * MiB), azure) == 8 * MiB
-    chosen = part_size(50_000 * 8 * MiB + 1, Options(chunk_size=8 * MiB), azure)
+    assert part_size(50_000 * 8 * MiB, TransferConfig(chunksize=8 * MiB), azure) == 8 * MiB
+    chosen = part_size(50_000 * 8 * MiB + 1, TransferConfig(chunksize=8 * MiB), azure)
     assert chosen == 9 * MiB and math.ceil((50_000 * 8 * MiB + 1) / chosen) <= 50_000
 
 
 def test_part_size_has_no_minimum_on_azure(azure):
-    assert part_size(10 * MiB, Options(chunk_size=1 * MiB), azure) == 1 * MiB
+    assert part_size(10 * MiB, TransferConfig(chunksize=1 * MiB), azure) == 1 * MiB
 
 
 def test_part_size_of_an_empty_object_is_the_chunk_size(s3):
-    assert part_size(0, Options(chunk_size=8 * MiB), s3) == 8 * MiB
+    assert part_size(0, TransferConfig(chunksize=8 * MiB), s3) == 8 * MiB
 
 
 def test_part_size_raises_when_an_object_is_too_large_for_s3(s3):
     with pytest.raises(TransferError, match="too large for storage 's3'"):
-        part_size(10_000 * 5 * GiB + 1, Options(), s3)
+        part_size(10_000 * 5 * GiB + 1, TransferConfig(), s3)
 
 
 def test_part_size_accepts_s3s_largest_object_and_refuses_one_byte_more(s3):
-    assert part_size(5 * 1024 * GiB, Options(), s3) == 525 * MiB
+    assert part_size(5 * 1024 * GiB, TransferConfig(), s3) == 525 * MiB
     with pytest.raises(TransferError, match="too large"):
-        part_size(5 * 1024 * GiB + 1, Options(), s3)
+        part_size(5 * 1024 * GiB + 1, TransferConfig(), s3)
 
 
 def test_part_size_raises_when_an_object_is_too_large_for_azure(azure):
     with pytest.raises(TransferError, match="too large"):
-        part_size(50_000 * 4000 * MiB + 1, Options(), azure)
+        part_size(50_000 * 4000 * MiB + 1, TransferConfig(), azure)
 
 
 def test_part_size_for_local_disk_is_the_chunk_size(tmp_path):
-    assert part_size(10 * GiB, Options(chunk_size=8 * MiB), LocalStorage("l", tmp_path)) == 8 * MiB
+    assert part_size(10 * GiB, TransferConfig(chunksize=8 * MiB), LocalStorage("l", tmp_path)) == 8 * MiB
 
 
 # engine.read_exact
@@ -373,3 +375,28 @@ def test_the_verifier_proves_empty_parts_and_refuses_parts_that_do_not_add_up():
     short.update(data)
     with pytest.raises(IntegrityError, match="do not add up"):
         short.finish()
+
+
+# TransferConfig: one source of defaults, which the REST contract repeats for its clients
+
+
+def test_the_rest_contracts_defaults_are_the_transfer_configs():
+    spec = yaml.safe_load((Path(location.__file__).parent / "service" / "openapi.yaml").read_text())
+    options = spec["components"]["schemas"]["TransferRequest"]["properties"]
+    default = TransferConfig()
+    assert (options["parallel"]["default"], parse_size(options["chunksize"]["default"]),
+            options["retries"]["default"]) == (default.parallel, default.chunksize, default.retries)
+    assert (options["parallel"]["maximum"], options["retries"]["maximum"]) == (MAX_PARALLEL, MAX_RETRIES)
+
+
+@pytest.mark.parametrize("given, option, problem", [
+    ({"parallel": 0}, "parallel", "must be between 1 and 64, not 0"),
+    ({"parallel": "many"}, "parallel", "must be a whole number, not 'many'"),
+    ({"retries": 21}, "retries", "must be between 0 and 20, not 21"),
+    ({"chunksize": "512KiB"}, "chunksize", "must be at least 1MiB"),
+    ({"chunksize": "big"}, "chunksize", "'big' is not a size (for example 8MiB)"),
+])
+def test_a_bad_option_names_the_option_as_the_api_calls_it(given, option, problem):
+    with pytest.raises(OptionError) as error:
+        TransferConfig.of(**given)
+    assert (error.value.option, error.value.problem, str(error.value)) == (option, problem, f"{option} {problem}")

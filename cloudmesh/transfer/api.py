@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import os
 import re
 import secrets
 import threading
@@ -20,11 +19,11 @@ from typing import Iterator
 
 from cloudmesh.transfer import config as settings
 from cloudmesh.transfer import check, location
-from cloudmesh.transfer.engine import Engine, Lease, Options, one_line
-from cloudmesh.transfer.errors import Conflict, IdInUse, NotFound, TransferError, UsageError
-from cloudmesh.transfer.limits import MAX_CHUNK, MAX_PARALLEL, MAX_RETRIES, MEMORY_BUDGET, MIN_CHUNK
-from cloudmesh.transfer.location import Location
+from cloudmesh.transfer.engine import Engine, Lease, one_line
+from cloudmesh.transfer.errors import Conflict, IdInUse, NotFound, OptionError, TransferError, UsageError
 from cloudmesh.transfer.limits import LIST_PAGE
+from cloudmesh.transfer.location import Location
+from cloudmesh.transfer.options import TransferConfig, parse_bool
 from cloudmesh.transfer.pipeline import discard_upload, recorded, resumed
 from cloudmesh.transfer.planner import Item, Page, Selection, stream
 from cloudmesh.transfer.progress import Progress
@@ -35,46 +34,15 @@ from cloudmesh.transfer.retry import Retry
 
 TRANSFER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 CANCEL_WAIT = 30.0  # seconds `cancel` waits for a running transfer to stop
-MEMORY_VARIABLE = "CMS_TRANSFER_MEMORY"
 
 
 def new_id() -> str:
     return f"{datetime.now():%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
 
 
-def parse_bool(value, name: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("true", "yes", "1", "on"):
-        return True
-    if text in ("false", "no", "0", "off"):
-        return False
-    raise UsageError(f"{name} must be True or False, not '{value}'")
-
-
-def memory_budget() -> int:
-    """The bytes of parts one process may hold: $CMS_TRANSFER_MEMORY (a size), else MEMORY_BUDGET."""
-    value = os.environ.get(MEMORY_VARIABLE, "").strip()
-    if not value:
-        return MEMORY_BUDGET
-    try:
-        return parse_size(value)
-    except UsageError:
-        raise UsageError(f"{MEMORY_VARIABLE} must be a size such as 4GiB, not '{value[:40]}'") from None
-
-
 def inside(path: str, folder: str) -> bool:
     """Whether `path` lies under `folder` ('' is the root of a storage, '/' of a disk)."""
     return not folder or folder == "/" or path.startswith(folder.rstrip("/") + "/")
-
-
-def parse_size(value) -> int:
-    """A byte count from '8MiB', '5MB', '1048576', '4k' (binary units)."""
-    match = re.fullmatch(r"\s*(\d+)\s*([kmgt]?)(i?b)?\s*", str(value).lower())
-    if not match:
-        raise UsageError(f"'{value}' is not a size (for example 8MiB)")
-    return int(match.group(1)) * 1024 ** " kmgt".index(match.group(2) or " ")
 
 
 def peeked(pages: Iterator[Page]) -> Iterator[Page]:
@@ -101,35 +69,15 @@ class Transfer:
     """Copy, move, list and delete across configured storages, and read the transfer records.
     Setting `stop` (e.g. on Ctrl-C) cancels the transfer this object is running."""
 
-    def __init__(self, records: Records | None = None, parallel: int = Options.parallel, chunksize="8MiB",
-                 retries: int = Retry.attempts - 1):
+    def __init__(self, records: Records | None = None, config: TransferConfig | None = None, **options):
+        """`config`, or the options it is built from (parallel, chunksize, retries: see TransferConfig.of)."""
         self._records = records
         self._config = None
         self._opened: dict[str, Storage] = {}
-        self.options = Options(parallel=self.whole_number(parallel, "--parallel", 1, MAX_PARALLEL), chunk_size=parse_size(chunksize))
-        if self.options.chunk_size < MIN_CHUNK:
-            raise UsageError(f"--chunksize must be at least {MIN_CHUNK // MiB}MiB")
-        if self.options.chunk_size > MAX_CHUNK:
-            raise UsageError(f"--chunksize must be at most {MAX_CHUNK // MiB}MiB (each of --parallel parts is held "
-                             f"in memory)")
-        budget = memory_budget()
-        if self.options.memory > budget:
-            raise UsageError(f"parallel x chunksize is {self.options.memory // MiB}MiB, over the memory budget of "
-                             f"{budget // MiB}MiB ({MEMORY_VARIABLE}); lower one of them")
-        self.retry = Retry(attempts=self.whole_number(retries, "--retries", 0, MAX_RETRIES) + 1)
+        self.options = config or TransferConfig.of(**options)
+        self.retry = Retry(attempts=self.options.retries + 1)
         self.stop = threading.Event()
         self.engine: Engine | None = None
-
-    @staticmethod
-    def whole_number(value, name: str, low: int, high: int) -> int:
-        """An option's value as a whole number from `low` to `high`, else one clear UsageError."""
-        try:
-            number = int(value)
-        except (TypeError, ValueError):
-            raise UsageError(f"{name} must be a whole number, not '{value}'") from None
-        if not low <= number <= high:
-            raise UsageError(f"{name} must be between {low} and {high}, not {number}")
-        return number
 
     @property
     def records(self) -> Records:
@@ -187,9 +135,9 @@ class Transfer:
                 raise UsageError(f"target '{dst}' holds the source folder, so the objects under "
                                  f"'{src.storage}:{nested}/' would overwrite the source's own objects while it is "
                                  f"listed; choose a target outside the source")
-        if self.options.chunk_size > target_storage.max_part_size:
-            raise UsageError(f"--chunksize must be at most {target_storage.max_part_size // MiB}MiB "
-                             f"for storage '{target_storage.name}'")
+        if self.options.chunksize > target_storage.max_part_size:
+            raise OptionError("chunksize", f"must be at most {target_storage.max_part_size // MiB}MiB for storage "
+                                           f"'{target_storage.name}'")
         target_storage.is_folder(dst.path)  # wrong credentials, a missing bucket: one error, before any object
         pages = stream(source_storage, src, target_storage, dst, recursive, selection)
         if same:
@@ -410,7 +358,7 @@ class Transfer:
         src = Location.parse(defaults["source"]).child(relative)
         dst = Location.parse(defaults["target"]).child(relative)
         recursive = self.storage(src.storage).stat(src.path) is None
-        return self.start(str(src), str(dst), recursive, id, not parse_bool(copy, "--copy"), Selection())
+        return self.start(str(src), str(dst), recursive, id, not parse_bool(copy, "copy"), Selection())
 
     def configure(self, file: str | None = None) -> dict:
         """Record `file` as the default source and target when given; return the current

@@ -30,6 +30,7 @@ from cloudmesh.transfer.compare import Reading, compare
 from cloudmesh.transfer.executor import BoundedExecutor
 from cloudmesh.transfer.errors import Changed, IntegrityError, NotFound, RecordsError, TransferError
 from cloudmesh.transfer.integrity import Claim, Outcome, Proof, Verifier, part_matches
+from cloudmesh.transfer.options import TransferConfig
 from cloudmesh.transfer.planner import Item
 from cloudmesh.transfer.progress import Progress
 from cloudmesh.transfer.providers import MiB, ObjectInfo, Reader, Resumable, ServerCopy, Storage, Upload
@@ -42,25 +43,7 @@ SMALL = 1 * MiB  # objects up to this size take no memory slot: a worker holds a
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class Options:
-    """`parallel` parts (and so about `parallel x chunk_size` bytes) in flight; twice as many
-    objects, since small objects are bound by round trips rather than memory."""
-
-    parallel: int = 8
-    chunk_size: int = 8 * MiB
-
-    @property
-    def objects(self) -> int:
-        return 2 * self.parallel
-
-    @property
-    def memory(self) -> int:
-        """The bytes of parts a run may hold at once, which the memory budget bounds."""
-        return self.parallel * self.chunk_size
-
-
-def part_size(size: int, options: Options, target: Storage, claim: Claim | None = None) -> int:
+def part_size(size: int, options: TransferConfig, target: Storage, claim: Claim | None = None) -> int:
     """The part size for an object: the chunk size, raised to respect the target's limits. An S3
     multipart source's own part size is taken instead where it is no larger than the chunk size and
     the target accepts it, so that each part's MD5, computed for the proof, is also the MD5 the
@@ -68,17 +51,17 @@ def part_size(size: int, options: Options, target: Storage, claim: Claim | None 
     if size > target.max_object_size:
         raise TransferError(f"an object of {size} bytes is too large for storage '{target.name}'")
     mirrored = mirror_size(claim)
-    if mirrored and target.part_checksum and target.min_part_size <= mirrored <= options.chunk_size \
+    if mirrored and target.part_checksum and target.min_part_size <= mirrored <= options.chunksize \
             and math.ceil(size / mirrored) <= target.max_parts:
         return mirrored
     needed = math.ceil(size / target.max_parts / MiB) * MiB if size else 0
-    chosen = max(options.chunk_size, target.min_part_size, needed)
+    chosen = max(options.chunksize, target.min_part_size, needed)
     if chosen > target.max_part_size:
         raise TransferError(f"an object of {size} bytes is too large for storage '{target.name}'")
     return chosen
 
 
-def objects_at_once(options: Options, source: Storage, target: Storage) -> int:
+def objects_at_once(options: TransferConfig, source: Storage, target: Storage) -> int:
     """Objects in flight: as many as the options allow, unless neither storage gains from that many
     (local disk to local disk: see Storage.objects_at_once)."""
     caps = (source.objects_at_once, target.objects_at_once)
@@ -189,7 +172,7 @@ class Engine:
     Setting `stop` (Ctrl-C) cancels the run: no new object or part starts, open uploads are aborted.
     """
 
-    def __init__(self, source: Storage, target: Storage, records: Records, options: Options,
+    def __init__(self, source: Storage, target: Storage, records: Records, options: TransferConfig,
                  progress: Progress = Progress(), stop: threading.Event | None = None):
         self.source, self.target, self.records, self.options = source, target, records, options
         self.progress = progress

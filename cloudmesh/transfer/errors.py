@@ -13,6 +13,15 @@ class UsageError(TransferError):
     exit_code = 2
 
 
+class OptionError(UsageError):
+    """An option's value is invalid: `option` names it as the API calls it (`chunksize`), which the
+    command shows as `--chunksize`; `problem` says what is wrong with it."""
+
+    def __init__(self, option: str, problem: str):
+        super().__init__(f"{option} {problem}")
+        self.option, self.problem = option, problem
+
+
 class ConfigError(UsageError):
     """cloudmesh.yaml or a transfer config file is missing, malformed or incomplete."""
 

@@ -1,11 +1,16 @@
 """Every limit and default that bounds what one request, command or process may ask for, in one place."""
 MiB = 1024 * 1024
 
-MAX_PARALLEL = 64  # parts in flight per transfer
-MAX_RETRIES = 20
+# A transfer's options (options.TransferConfig): defaults and bounds.
+DEFAULT_PARALLEL = 8  # parts in flight per transfer (and twice as many objects)
+MAX_PARALLEL = 64
+DEFAULT_CHUNK = 8 * MiB  # the part size
 MIN_CHUNK = 1 * MiB
 MAX_CHUNK = 4000 * MiB
+DEFAULT_RETRIES = 4  # tries of a request after its first
+MAX_RETRIES = 20
 MEMORY_BUDGET = 2048 * MiB  # parallel x part size, per transfer and summed over a service's transfers
+MEMORY_VARIABLE = "CMS_TRANSFER_MEMORY"  # a size that replaces MEMORY_BUDGET
 
 # The transfer records (records/sqlite.py): how long a write waits while another process holds them
 # locked. The command waits long (a transfer should not fail on a moment's contention); the REST

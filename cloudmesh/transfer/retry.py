@@ -8,6 +8,8 @@ import random
 import time
 from dataclasses import dataclass
 
+from cloudmesh.transfer.limits import DEFAULT_RETRIES
+
 TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})  # SlowDown, ServerBusy, OperationTimedOut...
 
 
@@ -16,7 +18,7 @@ class Retry:
     """`attempts` tries of one request in all, waiting about base, 2 base, 4 base... (at most
     `cap` each, with full jitter) between them, and giving up once `seconds` have passed."""
 
-    attempts: int = 5
+    attempts: int = DEFAULT_RETRIES + 1
     base: float = 0.5
     cap: float = 8.0
     seconds: float = 120.0

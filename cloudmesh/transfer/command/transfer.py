@@ -307,13 +307,13 @@ class TransferCommand(PluginCommand):
     def guarded(self, arguments: dict) -> int:
         """dispatch, with each failure turned into its line on stderr and its exit code; the
         traceback of an internal error goes to the log when there is one (-v or --log-file)."""
-        from cloudmesh.transfer.errors import TransferError
+        from cloudmesh.transfer.errors import OptionError, TransferError
         logged = bool(arguments["--verbose"] or arguments["--log-file"])
         try:
             return self.dispatch(arguments)
         except TransferError as e:
             log.debug("%s: %s", e.__class__.__name__, e)
-            error(e)
+            error(f"--{e.option} {e.problem}" if isinstance(e, OptionError) else e)
             return e.exit_code
         except KeyboardInterrupt:
             error("interrupted")
@@ -330,6 +330,7 @@ class TransferCommand(PluginCommand):
     def dispatch(self, arguments: dict) -> int:
         from cloudmesh.transfer import Transfer
         from cloudmesh.transfer.errors import UsageError
+        from cloudmesh.transfer.options import TransferConfig
 
         output = arguments["--output"] or "table"
         if output not in ("table", "json"):
@@ -337,8 +338,8 @@ class TransferCommand(PluginCommand):
         recursive = bool(arguments["-r"])
 
         if any(arguments[name] for name in ("copy", "move", "run", "--data", "resume")):
-            api = Transfer(parallel=arguments["--parallel"], chunksize=arguments["--chunksize"],
-                           retries=arguments["--retries"])
+            api = Transfer(config=TransferConfig.of(parallel=arguments["--parallel"],
+                                                    chunksize=arguments["--chunksize"], retries=arguments["--retries"]))
             with ctrl_c_cancels(api) as pressed:
                 status = self.start(api, arguments, output, recursive)
             if status is None:

@@ -32,7 +32,8 @@ from connexion.problem import problem
 from pymongo.errors import PyMongoError
 
 from cloudmesh.transfer import limits
-from cloudmesh.transfer.api import Run, Transfer, memory_budget
+from cloudmesh.transfer.api import Run, Transfer
+from cloudmesh.transfer.options import memory_budget
 from cloudmesh.transfer.errors import (ConfigError, Conflict, NotFound, RecordsBusy, RecordsError, TransferError,
                                        UsageError)
 from cloudmesh.transfer.limits import MiB

@@ -8,6 +8,7 @@ from cloudmesh.transfer import config as settings
 from cloudmesh.transfer.api import Transfer
 from cloudmesh.transfer.errors import NotFound, UsageError
 from cloudmesh.transfer.limits import SERVICE_RECORDS_WAIT
+from cloudmesh.transfer.options import TransferConfig
 from cloudmesh.transfer.planner import Selection
 from cloudmesh.transfer.records import open_records
 from cloudmesh.transfer.records.base import State
@@ -15,6 +16,7 @@ from cloudmesh.transfer.service import app
 
 READER = None  # one Transfer for reading the records, opened on first use; its store is shared
 OPENING = threading.Lock()
+OPTIONS = ("parallel", "chunksize", "retries")  # of TransferConfig, as a request body names them
 
 
 def reader() -> Transfer:
@@ -47,8 +49,7 @@ def health():
 
 
 def create_transfer(body: dict):
-    api = transfer(parallel=body.get("parallel", 8), chunksize=body.get("chunksize", "8MiB"),
-                   retries=body.get("retries", 4))
+    api = transfer(config=TransferConfig.of(**{name: body[name] for name in OPTIONS if name in body}))
     selection = Selection(body.get("include", []), body.get("exclude", []), body.get("sync"))
 
     def prepare():
