@@ -19,7 +19,7 @@ from typing import Iterator
 
 from cloudmesh.transfer import config as settings
 from cloudmesh.transfer import check, location
-from cloudmesh.transfer.engine import Engine, Lease, one_line
+from cloudmesh.transfer.engine import Engine, Halt, Lease, one_line
 from cloudmesh.transfer.errors import Conflict, IdInUse, NotFound, OptionError, TransferError, UsageError
 from cloudmesh.transfer.limits import LIST_PAGE
 from cloudmesh.transfer.location import Location
@@ -235,7 +235,7 @@ class Transfer:
             finally:
                 progress.close()
             message = None
-            if state == "lost":
+            if state == Halt.LOST:
                 raise TransferError(f"transfer '{run.id}' was taken over by another run (its lease lapsed and it "
                                     f"was resumed or cancelled elsewhere), so this run stopped; see 'cms transfer "
                                     f"status --id={run.id}'")
@@ -248,7 +248,7 @@ class Transfer:
                     state = State.FAILED  # objects that resume found without a source count too
                 if kept:
                     message = f"{kept} objects were copied but not verified, so their sources were kept"
-            if state not in ("lost", "interrupt"):
+            if state not in (Halt.LOST, Halt.INTERRUPT):
                 self.records.finish(run.id, state, message, owner=run.owner)
         finally:
             run.lease.end()
@@ -258,7 +258,7 @@ class Transfer:
         """Stop the run under way as a crash would, but at once and tidily: nothing is aborted and
         the record stays running until this process ends, then reads interrupted (to resume)."""
         if self.engine:
-            self.engine.halt("interrupt")
+            self.engine.halt(Halt.INTERRUPT)
 
     def resume(self, id: str, progress: Progress | None = None) -> dict:
         """Go on with an interrupted, failed or cancelled transfer: objects already done are kept;

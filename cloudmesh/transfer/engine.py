@@ -23,8 +23,9 @@ import math
 import mimetypes
 import threading
 from concurrent.futures import Future, wait
-from typing import Iterable
 from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Iterable
 
 from cloudmesh.transfer.compare import Reading, compare
 from cloudmesh.transfer.executor import BoundedExecutor
@@ -35,7 +36,7 @@ from cloudmesh.transfer.planner import Item
 from cloudmesh.transfer.progress import Progress
 from cloudmesh.transfer.providers import MiB, ObjectInfo, Reader, Resumable, ServerCopy, Storage, Upload
 from cloudmesh.transfer.records import Records
-from cloudmesh.transfer.records.base import HEARTBEAT, ObjectState, State
+from cloudmesh.transfer.records.base import HEARTBEAT, Beat, ObjectState, State
 from cloudmesh.transfer.records.batch import Batch
 
 
@@ -110,6 +111,14 @@ class Sent:
             return self.total
 
 
+class Halt(StrEnum):
+    """Why a run stops before its objects are settled."""
+
+    CANCEL = Beat.CANCEL.value  # cancelled (cancel, Ctrl-C): nothing new starts, open uploads are aborted
+    LOST = Beat.LOST.value  # another process took the transfer over
+    INTERRUPT = "interrupt"  # told to stop as a crash would: nothing is aborted, the record reads interrupted
+
+
 class Stopped(Exception):
     """The run was told to stop (cancel, Ctrl-C, or another process took the transfer over)."""
 
@@ -117,7 +126,7 @@ class Stopped(Exception):
 class Lease(threading.Thread):
     """Renews an owner's hold on a transfer every HEARTBEAT seconds, from the moment it is taken
     (before planning, which can be long) until it is given up; a cancel request or a takeover
-    by another process ("cancel", "lost") is passed on to the engine once one listens."""
+    by another process (Beat.CANCEL, Beat.LOST) is passed on to the engine once one listens."""
 
     def __init__(self, records: Records, transfer_id: str, owner: str):
         super().__init__(name=f"lease {transfer_id}", daemon=True)
@@ -132,7 +141,7 @@ class Lease(threading.Thread):
                 answer = self.records.heartbeat(self.transfer_id, self.owner)
             except Exception:
                 continue  # a busy or locked store: the next beat tries again
-            if answer != "run":
+            if answer != Beat.RUN:
                 with self.lock:
                     self.answer, listener = self.answer or answer, self.listener
                 if listener:
@@ -177,22 +186,22 @@ class Engine:
         self.source, self.target, self.records, self.options = source, target, records, options
         self.progress = progress
         self.stop = stop or threading.Event()
-        self.reason: str | None = None  # why the run stops: "cancel", "lost" or "interrupt"
+        self.reason: Halt | None = None  # why the run stops
         self.unsettled = False  # an object that was not settled as asked (failed, or stopped)
         self.error: BaseException | None = None  # what stopped the run from inside an object (the records failed)
 
     def halt(self, reason: str) -> None:
-        self.reason = self.reason or reason
+        self.reason = self.reason or Halt(reason)
         self.stop.set()
 
     @property
     def cancelled(self) -> bool:
-        return self.stop.is_set() and self.reason in (None, "cancel")
+        return self.stop.is_set() and self.reason in (None, Halt.CANCEL)
 
     def run(self, transfer_id: str, items: Iterable[Item], move: bool, lease: Lease) -> str:
         """Transfer every item under the lease; returns how the run ended (the caller records it):
-        completed only if every object is settled, cancelled, failed; or "lost" when another run
-        took the transfer over, "interrupt" when told to stop as a crash would."""
+        completed only if every object is settled, cancelled, failed; or Halt.LOST when another run
+        took the transfer over, Halt.INTERRUPT when told to stop as a crash would."""
         self.transfer_id = transfer_id
         self.batch = Batch(self.records, transfer_id)
         lease.listen(self.halt)
@@ -207,13 +216,13 @@ class Engine:
                             break
                         objects.submit(self.transfer, item, move).add_done_callback(self.tally)
                 except BaseException:
-                    self.halt("interrupt")
+                    self.halt(Halt.INTERRUPT)
                     raise
         finally:
             self.batch.close()  # every outcome is in the records before the run is said to have ended
         if self.error is not None:
             raise self.error
-        if self.reason in ("lost", "interrupt"):
+        if self.reason in (Halt.LOST, Halt.INTERRUPT):
             return self.reason
         if not self.unsettled:
             return State.COMPLETED
@@ -224,7 +233,7 @@ class Engine:
         error = future.exception()
         if error is not None:
             self.error = self.error or error
-            self.halt("interrupt")
+            self.halt(Halt.INTERRUPT)
         elif future.result() is not True:
             self.unsettled = True
 

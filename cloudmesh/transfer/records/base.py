@@ -38,6 +38,14 @@ class ObjectState(StrEnum):
     FAILED = "failed"
 
 
+class Beat(StrEnum):
+    """A heartbeat's answer to the owner of a running transfer."""
+
+    RUN = "run"  # go on
+    CANCEL = "cancel"  # a cancel was requested
+    LOST = "lost"  # another owner has claimed the transfer
+
+
 STATES = tuple(State)
 SETTLED = (ObjectState.DONE, ObjectState.SKIPPED, ObjectState.UNVERIFIED)  # object states a resume leaves alone
 
@@ -188,9 +196,8 @@ class Records(ABC):
         kept otherwise). NotFound for an unknown id, Conflict while it runs."""
 
     @abstractmethod
-    def heartbeat(self, transfer_id: str, owner: str) -> str:
-        """Renew the owner's lease: "run" to go on, "cancel" when a cancel was requested, "lost"
-        when another owner has claimed the transfer."""
+    def heartbeat(self, transfer_id: str, owner: str) -> Beat:
+        """Renew the owner's lease, and say whether it goes on (see Beat)."""
 
     @abstractmethod
     def request_cancel(self, transfer_id: str) -> None:

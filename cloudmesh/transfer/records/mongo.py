@@ -22,7 +22,7 @@ from pymongo.errors import (BulkWriteError, ConfigurationError, ConnectionFailur
                             PyMongoError)
 
 from cloudmesh.transfer.errors import Conflict, ConfigError, IdInUse, NotFound, RecordsError, TransferError
-from cloudmesh.transfer.records.base import SETTLED, Records, owner_alive, state_of, statistic_view, status_view
+from cloudmesh.transfer.records.base import SETTLED, Beat, Records, owner_alive, state_of, statistic_view, status_view
 
 TRANSFER_FIELDS = ("state", "source", "target", "route", "copy", "recursive", "started", "finished", "host", "pid",
                    "message", "owner", "heartbeat", "cancel", "listing", "cursor", "planned", "selection")
@@ -242,13 +242,13 @@ class MongoRecords(Records):
         raise TransferError(f"transfer '{transfer_id}' kept changing while it was claimed; try again")
 
     @guarded
-    def heartbeat(self, transfer_id: str, owner: str) -> str:
+    def heartbeat(self, transfer_id: str, owner: str) -> Beat:
         doc = self.transfers_.find_one_and_update({"_id": transfer_id, "owner": owner, "state": "running"},
                                                   {"$set": {"heartbeat": time.time()}}, projection={"cancel": 1},
                                                   return_document=pymongo.ReturnDocument.AFTER)
         if doc is None:
-            return "lost"
-        return "cancel" if doc.get("cancel") else "run"
+            return Beat.LOST
+        return Beat.CANCEL if doc.get("cancel") else Beat.RUN
 
     @guarded
     def request_cancel(self, transfer_id: str) -> None:

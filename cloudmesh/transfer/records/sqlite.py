@@ -17,7 +17,7 @@ from pathlib import Path
 
 from cloudmesh.transfer.errors import Conflict, IdInUse, NotFound, RecordsBusy, RecordsError
 from cloudmesh.transfer.limits import RECORDS_WAIT
-from cloudmesh.transfer.records.base import SETTLED, Records, owner_alive, state_of, statistic_view, status_view
+from cloudmesh.transfer.records.base import SETTLED, Beat, Records, owner_alive, state_of, statistic_view, status_view
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS transfers (
@@ -361,13 +361,13 @@ class SQLiteRecords(Records):
                            " WHERE transfer_id = ? AND state IN ('pending', 'failed')", (transfer_id,))
 
     @guarded
-    def heartbeat(self, transfer_id: str, owner: str) -> str:
+    def heartbeat(self, transfer_id: str, owner: str) -> Beat:
         with self.transaction() as db:
             if not db.execute("UPDATE transfers SET heartbeat = ? WHERE id = ? AND owner = ? AND state = 'running'",
                               (time.time(), transfer_id, owner)).rowcount:
-                return "lost"
+                return Beat.LOST
             cancel = db.execute("SELECT cancel FROM transfers WHERE id = ?", (transfer_id,)).fetchone()[0]
-        return "cancel" if cancel else "run"
+        return Beat.CANCEL if cancel else Beat.RUN
 
     @guarded
     def request_cancel(self, transfer_id: str) -> None:
