@@ -6,7 +6,7 @@
 """
 from __future__ import annotations
 
-import hashlib
+import contextlib
 import itertools
 import re
 import secrets
@@ -14,23 +14,24 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Iterator
 
 from cloudmesh.transfer import config as settings
-from cloudmesh.transfer import check, location
+from cloudmesh.transfer import location
 from cloudmesh.transfer.engine import Engine, Halt, Lease, one_line
 from cloudmesh.transfer.errors import Conflict, IdInUse, NotFound, OptionError, TransferError, UsageError
+from cloudmesh.transfer.identity import inside, probe, refuse_overlap
 from cloudmesh.transfer.limits import LIST_PAGE
 from cloudmesh.transfer.location import Location
 from cloudmesh.transfer.options import TransferConfig, parse_bool
 from cloudmesh.transfer.pipeline import discard_upload, recorded, resumed
-from cloudmesh.transfer.planner import Item, Page, Selection, stream
+from cloudmesh.transfer.planner import Page, Selection, stream
 from cloudmesh.transfer.progress import Progress
-from cloudmesh.transfer.providers import MiB, ObjectInfo, Storage, open_storage
+from cloudmesh.transfer.providers import MiB, Storage
 from cloudmesh.transfer.records import Records, open_records
-from cloudmesh.transfer.records.base import State, iso
+from cloudmesh.transfer.records.base import State
 from cloudmesh.transfer.retry import Retry
+from cloudmesh.transfer.storages import Storages
 
 TRANSFER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 CANCEL_WAIT = 30.0  # seconds `cancel` waits for a running transfer to stop
@@ -38,11 +39,6 @@ CANCEL_WAIT = 30.0  # seconds `cancel` waits for a running transfer to stop
 
 def new_id() -> str:
     return f"{datetime.now():%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
-
-
-def inside(path: str, folder: str) -> bool:
-    """Whether `path` lies under `folder` ('' is the root of a storage, '/' of a disk)."""
-    return not folder or folder == "/" or path.startswith(folder.rstrip("/") + "/")
 
 
 def peeked(pages: Iterator[Page]) -> Iterator[Page]:
@@ -65,17 +61,16 @@ class Run:
     lease: Lease
 
 
-class Transfer:
-    """Copy, move, list and delete across configured storages, and read the transfer records.
-    Setting `stop` (e.g. on Ctrl-C) cancels the transfer this object is running."""
+class Transfer(Storages):
+    """Copy and move across configured storages (and list, delete and check them: storages.py),
+    and read the transfer records. Setting `stop` (e.g. on Ctrl-C) cancels the transfer this
+    object is running."""
 
     def __init__(self, records: Records | None = None, config: TransferConfig | None = None, **options):
         """`config`, or the options it is built from (parallel, chunksize, retries: see TransferConfig.of)."""
-        self._records = records
-        self._config = None
-        self._opened: dict[str, Storage] = {}
         self.options = config or TransferConfig.of(**options)
-        self.retry = Retry(attempts=self.options.retries + 1)
+        super().__init__(Retry(attempts=self.options.retries + 1))
+        self._records = records
         self.stop = threading.Event()
         self.engine: Engine | None = None
 
@@ -84,14 +79,6 @@ class Transfer:
         if self._records is None:
             self._records = open_records()
         return self._records
-
-    def storage(self, name: str) -> Storage:
-        """The provider for a configured storage name, opened once per Transfer."""
-        if self._config is None:
-            self._config = settings.load_storages()
-        if name not in self._opened:
-            self._opened[name] = open_storage(settings.storage_config(name, self._config), self.retry)
-        return self._opened[name]
 
     def copy(self, source: str, target: str, recursive: bool = False, id: str | None = None, *,
              include=(), exclude=(), sync: str | None = None, progress: Progress | None = None) -> dict:
@@ -126,7 +113,7 @@ class Transfer:
         source_storage, target_storage = self.storage(src.storage), self.storage(dst.storage)
         (space, src_at), (target_space, dst_at) = source_storage.place(src.path), target_storage.place(dst.path)
         same = space == target_space or (target_storage.may_share(source_storage) and
-                                         self.probe(source_storage, target_storage, dst, recursive))
+                                         probe(source_storage, target_storage, dst, recursive))
         if same and recursive and (dst_at == src_at or inside(dst_at, src_at)):
             raise UsageError(f"target '{dst}' is the source folder or lies inside it")
         if same and recursive and inside(src_at, dst_at):
@@ -141,52 +128,8 @@ class Transfer:
         target_storage.is_folder(dst.path)  # wrong credentials, a missing bucket: one error, before any object
         pages = stream(source_storage, src, target_storage, dst, recursive, selection)
         if same:
-            pages = self.refuse_overlap(pages, source_storage, target_storage)
+            pages = refuse_overlap(pages, source_storage, target_storage)
         return src, dst, (source_storage, target_storage), pages
-
-    @staticmethod
-    def probe(source: Storage, target: Storage, dst: Location, recursive: bool) -> bool:
-        """Whether two storages that may be one service are: an empty object written at the target
-        is looked for at the source, then deleted. It lies beside the target (inside it, for a folder)."""
-        folder = dst.path if recursive or dst.folder else dst.path.rpartition("/")[0]
-        key = location.join(folder, f".cmtransfer-probe-{secrets.token_hex(8)}")
-        target.put(key, b"", ObjectInfo(key=key, size=0), hashlib.md5(b"").digest())
-        try:
-            return source.stat(key) is not None
-        finally:
-            target.delete(key)
-
-    @staticmethod
-    def refuse_overlap(pages: Iterator[Page], source: Storage, target: Storage) -> Iterator[Page]:
-        """Refuse a page in which an object would land on itself or on another object of the page,
-        judged by where each really lives (an alias, nested roots, another spelling of an endpoint),
-        before any of its objects is written."""
-        for page in pages:
-            Transfer.refuse_page(page.items, source, target)
-            yield page
-
-    @staticmethod
-    def refuse_page(items: list[Item], source: Storage, target: Storage) -> None:
-        """Each object's place is its folder's, looked up once per folder, and its name: a symlink
-        as the last component cannot make two objects one (a write replaces the link, and a copy
-        through a linked source file writes the bytes it read), folders on the way can."""
-        folders: dict[tuple[Storage, str], str] = {}
-
-        def place(storage: Storage, key: str) -> str:
-            folder, _, name = key.rpartition("/")
-            if (storage, folder) not in folders:
-                folders[storage, folder] = storage.place(folder)[1]
-            return location.join(folders[storage, folder], name)
-
-        sources = {place(source, item.source.key): item for item in items}
-        for item in items:
-            hit = sources.get(place(target, item.target_key))
-            if hit is item:
-                raise UsageError(f"'{source.name}:{item.source.key}' would be copied onto itself "
-                                 f"('{target.name}:{item.target_key}' is the same object)")
-            if hit is not None:
-                raise UsageError(f"'{target.name}:{item.target_key}' is the source object "
-                                 f"'{source.name}:{hit.source.key}' of this transfer, which it would overwrite")
 
     def start(self, source: str, target: str, recursive: bool, id: str | None, move: bool,
               selection: Selection, progress: Progress | None = None) -> dict:
@@ -275,19 +218,29 @@ class Transfer:
         status = self.status(id)
         if status["state"] == State.COMPLETED:
             return None
-        owner = secrets.token_hex(8)
-        self.records.claim(id, owner)
-        lease = self.hold(id, owner)
-        try:
-            source = self.storage(Location.parse(status["source"]).storage)
-            target = self.storage(Location.parse(status["target"]).storage)
-        except BaseException as e:
-            lease.end()
-            self.records.finish(id, State.FAILED, one_line(e) if isinstance(e, TransferError) else "interrupted",
-                                owner=owner)
-            raise
+        source = self.storage(Location.parse(status["source"]).storage)
+        target = self.storage(Location.parse(status["target"]).storage)
+        owner, lease = self.take(id)
         return Run(id, resumed(self.records, status, source, target), not status["copy"], owner, (source, target),
                    lease)
+
+    def take(self, id: str, reset: bool = True) -> tuple[str, Lease]:
+        """Claim a transfer for a new owner (atomically; Conflict while it runs) and hold its lease;
+        with `reset`, its unsettled objects start afresh."""
+        owner = secrets.token_hex(8)
+        self.records.claim(id, owner, reset)
+        return owner, self.hold(id, owner)
+
+    @contextlib.contextmanager
+    def claimed(self, id: str, state: str, message: str | None = None):
+        """Hold a stopped transfer for the block (to cancel or clean it up), then end it as `state`
+        with `message`, whatever happens in the block."""
+        owner, lease = self.take(id, reset=False)
+        try:
+            yield
+        finally:
+            lease.end()
+            self.records.finish(id, state, message, owner=owner)
 
     def cancel(self, id: str, wait: bool = True) -> dict:
         """Stop a transfer: a running one is asked to stop (and with `wait` this waits until it
@@ -307,14 +260,8 @@ class Transfer:
                 time.sleep(0.2)
             if status["state"] != State.INTERRUPTED:
                 return status
-        owner = secrets.token_hex(8)
-        self.records.claim(id, owner, reset=False)
-        lease = self.hold(id, owner)
-        try:
+        with self.claimed(id, State.CANCELLED):
             self.discard_uploads(id, self.storage(Location.parse(status["target"]).storage))
-        finally:
-            lease.end()
-            self.records.finish(id, State.CANCELLED, owner=owner)
         return self.records.status(id)
 
     def cleanup(self, id: str) -> list[str]:
@@ -326,16 +273,9 @@ class Transfer:
             raise Conflict(f"transfer '{id}' is running; cancel it instead")
         if not status["uploads_open"]:
             return []
-        owner = secrets.token_hex(8)
-        self.records.claim(id, owner, reset=False)
-        lease = self.hold(id, owner)
-        try:
+        ended = State.FAILED if status["state"] == State.INTERRUPTED else status["state"]
+        with self.claimed(id, ended, "interrupted" if ended != status["state"] else status["message"]):
             return self.discard_uploads(id, self.storage(Location.parse(status["target"]).storage))
-        finally:
-            lease.end()
-            ended = State.FAILED if status["state"] == State.INTERRUPTED else status["state"]
-            self.records.finish(id, ended, "interrupted" if ended != status["state"] else status["message"],
-                                owner=owner)
 
     def discard_uploads(self, id: str, target: Storage) -> list[str]:
         cleaned = []
@@ -360,69 +300,16 @@ class Transfer:
         recursive = self.storage(src.storage).stat(src.path) is None
         return self.start(str(src), str(dst), recursive, id, not parse_bool(copy, "copy"), Selection())
 
-    def configure(self, file: str | None = None) -> dict:
-        """Record `file` as the default source and target when given; return the current
-        configuration (defaults and storages) with every secret masked."""
-        if file:
-            settings.save_defaults(settings.read_defaults(Path(file).expanduser()))
-        self._config = settings.load_storages()
-        return {
-            "defaults": settings.load_defaults(),
-            "storages": {name: {"kind": s.kind, **settings.masked(s.settings)} for name, s in self._config.items()},
-        }
+    def transfers(self, state: str | None = None, limit: int | None = None, offset: int = 0) -> list[dict]:
+        """The status of every transfer (in one state), newest first; with `limit`, a page from `offset`."""
+        return self.records.transfers(state, limit, offset)
 
-    def list(self, target: str, recursive: bool = False) -> list[dict]:
-        """The objects under a path; without `recursive`, its direct files and sub-folders."""
-        where = Location.parse(target)
-        storage = self.storage(where.storage)
-        single = storage.stat(where.path)
-        objects = [single] if single else list(storage.list(where.path))
-        if not objects and not storage.is_folder(where.path):
-            raise NotFound(f"'{where}' does not exist")
-        rows, folders = [], set()
-        for info in objects:
-            relative = info.key[len(where.path):].lstrip("/") if not single else location.basename(info.key)
-            if not recursive and "/" in relative:
-                folder = relative.split("/", 1)[0] + "/"
-                if folder not in folders:
-                    folders.add(folder)
-                    rows.append({"name": folder, "size": None, "modified": None, "md5": None})
-                continue
-            rows.append({"name": relative, "size": info.size, "modified": iso(info.mtime), "md5": info.md5})
-        return rows
+    def count(self, state: str | None = None) -> int:
+        """How many transfers there are (in one state)."""
+        return self.records.count(state)
 
-    def delete(self, target: str, recursive: bool = False) -> list[str]:
-        """Delete a file, or with `recursive` every object under a folder; returns the keys."""
-        where = Location.parse(target)
-        storage = self.storage(where.storage)
-        if storage.stat(where.path):
-            keys = [where.path]
-        elif recursive:
-            keys = [info.key for info in storage.list(where.path)]
-            if not keys and not storage.is_folder(where.path):
-                raise NotFound(f"'{where}' does not exist")
-        elif storage.is_folder(where.path):
-            raise UsageError(f"'{where}' is a folder; add -r to delete everything under it")
-        else:
-            raise NotFound(f"'{where}' does not exist")
-        for key in keys:
-            storage.delete(key)
-        return keys
-
-    def check(self, source: str, target: str, recursive: bool = False, download: bool = False) -> dict:
-        """Compare a source and a target object by object, as a user's proof that a copy is complete:
-        by size and the checksums both storages keep (local files are read), or with `download` by
-        reading both. The report (check.check) names what is missing, extra, different or unproven;
-        `ok` is True only when there is nothing of these."""
-        src, dst = Location.parse(source), Location.parse(target)
-        source_storage, target_storage = self.storage(src.storage), self.storage(dst.storage)
-        target_storage.is_folder(dst.path)  # wrong credentials, a missing bucket: one error, before any object
-        return check.check(source_storage, src, target_storage, dst, recursive, download)
-
-    def status(self, id: str | None = None):
-        """One transfer's status, or with no id the status of every transfer (newest first)."""
-        if id is None:
-            return self.records.transfers()
+    def status(self, id: str) -> dict:
+        """One transfer's status."""
         found = self.records.status(id)
         if found is None:
             raise NotFound(f"no transfer with id '{id}'")

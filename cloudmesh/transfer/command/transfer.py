@@ -388,7 +388,7 @@ class TransferCommand(PluginCommand):
         elif arguments["config"]:
             print(yaml.safe_dump(api.configure(arguments["FILE"] or arguments["--file"]), sort_keys=False).rstrip())
         elif arguments["status"]:
-            print_status(api.status(arguments["--id"]), output)
+            print_status(api.status(arguments["--id"]) if arguments["--id"] else api.transfers(), output)
         elif arguments["statistic"]:
             stats = api.statistic()
             if output == "json":

@@ -64,9 +64,9 @@ def create_transfer(body: dict):
 
 
 def list_transfers(state: str | None = None, limit: int = 50, offset: int = 0):
-    records = reader().records
-    return answer({"items": records.transfers(state, limit, offset), "total": records.count(state),
-                   "limit": limit, "offset": offset})
+    api = reader()
+    return answer({"items": api.transfers(state, limit, offset), "total": api.count(state), "limit": limit,
+                   "offset": offset})
 
 
 def get_transfer(id: str):
