@@ -165,14 +165,15 @@ class Scale(bench.Bench):
 
     def write_storages(self) -> None:
         """cloudmesh.yaml: `local` (at the cache), the emulators' storages when started, and the
-        memory storages: `gen`/`gen1m` generate the objects, `sink` keeps their size and MD5."""
+        memory storages: `gen`/`gen1m` generate the objects, `sink` proves and keeps none of them (so
+        that peak RSS is the engine's, not a store's)."""
         local = {"cm": {"kind": "local", "name": "local"}, "default": {"directory": str(self.local_root)}}
         section = self.em.storages(self.local_root) if self.emulated else {"local": local}
         for case, name in MEMORY_STORAGE.items():
             section[name] = {"cm": {"kind": "memory"},
                              "default": {"generate": CASES[case].objects(self.count), "size": OBJECT_SIZE}}
         section["probe"] = {"cm": {"kind": "memory"}, "default": {"generate": 1, "size": OBJECT_SIZE}}
-        section["sink"] = {"cm": {"kind": "memory"}, "default": {"keep": "digest"}}
+        section["sink"] = {"cm": {"kind": "memory"}, "default": {"keep": "nothing"}}
         bench.emulators.write_config(self.config_dir, section)
 
     def fresh_records(self) -> None:

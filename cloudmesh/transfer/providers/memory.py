@@ -5,6 +5,8 @@ Its settings, under `default:` of a cloudmesh.yaml storage with `cm.kind: memory
 - none: an empty store of objects and their bytes;
 - `keep: digest`: a sink that keeps each object's size, MD5 and metadata but not its bytes, so that
   a million objects can be copied to it without holding them (reading one back is an error);
+- `keep: nothing`: a sink that proves what is written to it (its MD5) and keeps none of it, so that
+  a benchmark of the engine measures the engine, not the store (it lists nothing afterwards);
 - `generate: N` (and `size: BYTES`, 1024 by default): a read-only source of N objects `g/00000000`,
   `g/00000001`, ... whose bytes are made from their key when read and whose listing is lazy, so
   that a million of them cost no memory.
@@ -42,10 +44,12 @@ FILLER = b"".join(hashlib.sha256(i.to_bytes(4, "big")).digest() for i in range(1
 
 
 class Keep(StrEnum):
-    """What a writable store keeps of each object: its bytes, or only its digest (size, MD5, metadata)."""
+    """What a writable store keeps of each object: its bytes, only its digest (size, MD5, metadata),
+    or nothing."""
 
     BYTES = "bytes"
     DIGEST = "digest"
+    NOTHING = "nothing"
 
 
 @dataclass(frozen=True)
@@ -70,7 +74,8 @@ class Settings:
                                   f"each generated object")
             keep = str(given.get("keep", Keep.BYTES))
             if keep not in tuple(Keep):
-                raise ConfigError(f"storage '{config.name}' has keep: {given['keep']!r}; it is bytes or digest")
+                raise ConfigError(f"storage '{config.name}' has keep: {given['keep']!r}; it is bytes, digest or "
+                                  f"nothing")
             return cls(keep=Keep(keep))
         if "keep" in given:
             raise ConfigError(f"storage '{config.name}' has both 'generate' and 'keep': a generating storage is "
@@ -132,7 +137,10 @@ class Objects:
             return self.entries.get(key)
 
     def write(self, key: str, data: bytes | None, source: ObjectInfo, size: int, md5: bytes) -> None:
-        """Store an object shaped like `source` (its bytes only when the store keeps bytes)."""
+        """Store an object shaped like `source` (its bytes only when the store keeps bytes; nothing
+        when it keeps nothing)."""
+        if self.keep is Keep.NOTHING:
+            return
         mtime = time.time() if source.mtime is None else source.mtime
         with self.lock:
             self.entries[key] = Stored(data if self.keep is Keep.BYTES else None, size, md5, mtime,
