@@ -74,6 +74,11 @@ def user_metadata(metadata: dict) -> dict:
     return {k: v for k, v in metadata.items() if k.lower() not in OWN_METADATA}
 
 
+def marker(entry: dict) -> bool:
+    """A listed key that stands for a folder (an empty key ending in '/'), not an object."""
+    return entry["Key"].endswith("/") and entry.get("Size", 0) == 0
+
+
 class S3Upload(Upload):
     """A multipart upload. A part sent with its MD5 must come back with that MD5 as its ETag, and
     when every part had one the completed object's ETag must be the MD5 of those MD5s; with
@@ -210,8 +215,19 @@ class S3Storage(Storage, SignedURLs, ServerCopy, Resumable):
             for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=start,
                                                                                **seek):
                 for entry in page.get("Contents", []):
-                    if not (entry["Key"].endswith("/") and entry.get("Size", 0) == 0):
+                    if not marker(entry):
                         yield self.info(entry["Key"], entry)
+
+    def is_folder(self, prefix: str) -> bool:
+        """By one request for two keys, where that settles it (a folder marker alone does not make a
+        folder: its objects do), instead of a page of a thousand."""
+        if not prefix:
+            return True
+        with self.errors(prefix):
+            found = self.client.list_objects_v2(Bucket=self.bucket, Prefix=f"{prefix}/", MaxKeys=2).get("Contents", [])
+        if any(not marker(entry) for entry in found):
+            return True
+        return len(found) == 2 and super().is_folder(prefix)
 
     def stat(self, key: str) -> ObjectInfo | None:
         if not key:
