@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 import uuid
+from dataclasses import asdict
 from pathlib import Path
 
 import mongomock
@@ -212,7 +213,7 @@ def test_status_counts_skipped_objects_methods_and_open_uploads(records):
 def test_objects_are_kept_in_plan_order_with_their_fields(records):
     records.create(transfer("t1"), objects(3, 1, 2))
     records.update_object("t1", "f1", state="done", md5="m")
-    rows = records.objects("t1")
+    rows = [asdict(row) for row in records.objects("t1")]
     assert [r["path"] for r in rows] == ["f0", "f1", "f2"]
     assert (rows[1]["state"], rows[1]["md5"], rows[0]["state"]) == ("done", "m", "pending")
     assert all(set(row) == OBJECT_COLUMNS for row in rows)
@@ -225,7 +226,7 @@ def test_update_object_sets_every_field_it_names_and_only_those(records):
     records.create(transfer("t1"), objects(3, 4))
     records.update_object("t1", "f0", size=30, etag="new", mtime=9.25, upload="u", part_size=5, method="stream",
                           bytes_done=6, md5="m", message="note", state="copied")
-    first, second = records.objects("t1")
+    first, second = (asdict(row) for row in records.objects("t1"))
     assert {k: first[k] for k in ("size", "etag", "mtime", "upload", "part_size", "method", "bytes_done", "md5",
                                   "message", "state")} == {
         "size": 30, "etag": "new", "mtime": 9.25, "upload": "u", "part_size": 5, "method": "stream",
@@ -233,7 +234,7 @@ def test_update_object_sets_every_field_it_names_and_only_those(records):
     assert second["size"] == 4 and second["state"] == "pending"
     records.update_object("t1", "f0", upload=None, part_size=None, bytes_done=0)
     first = records.objects("t1")[0]
-    assert (first["upload"], first["part_size"], first["bytes_done"], first["etag"]) == (None, None, 0, "new")
+    assert (first.upload, first.part_size, first.bytes_done, first.etag) == (None, None, 0, "new")
 
 
 def test_update_objects_applies_many_changes_in_order_and_drops_parts_of_settled_objects(records):
@@ -241,7 +242,7 @@ def test_update_objects_applies_many_changes_in_order_and_drops_parts_of_settled
     records.part_done("t1", "f2", "u", 1, "m1", 1)
     records.update_objects("t1", [("f0", {"state": "failed", "message": "x"}), ("f1", {"bytes_done": 1}),
                                   ("f0", {"state": "done", "message": None}), ("f2", {"state": "done"})])
-    rows = {r["path"]: r for r in records.objects("t1")}
+    rows = {r.path: asdict(r) for r in records.objects("t1")}
     assert (rows["f0"]["state"], rows["f0"]["message"], rows["f1"]["bytes_done"]) == ("done", None, 1)
     assert records.parts("t1", "f2", "u") == {}
     with pytest.raises(ValueError, match="unknown object fields"):
@@ -255,7 +256,7 @@ def test_a_batch_writes_in_order_on_time_at_its_size_and_at_once_when_asked(reco
     records.create(transfer("t1"), objects(*range(1, 8)))
     batch = Batch(records, "t1", size=3, seconds=60)
     try:
-        state = lambda: [r["state"] for r in records.objects("t1")]  # noqa: E731
+        state = lambda: [r.state for r in records.objects("t1")]  # noqa: E731
         batch.update("f0", state="failed")
         batch.update("f0", state="done")
         assert state()[0] == "pending"
@@ -284,7 +285,7 @@ def test_objects_of_another_transfer_are_kept_apart(records):
     records.create(transfer("a"), objects(1, 2))
     records.create(transfer("b"), objects(5))
     records.update_object("b", "f0", state="done")
-    assert [r["state"] for r in records.objects("a")] == ["pending", "pending"]
+    assert [r.state for r in records.objects("a")] == ["pending", "pending"]
     assert records.status("a")["objects_done"] == 0 and records.status("b")["objects_done"] == 1
     assert records.objects("never") == []
 
@@ -305,7 +306,7 @@ def test_creating_an_existing_id_raises_id_in_use_and_keeps_the_first(records):
     with pytest.raises(IdInUse, match=r"'t1' is already used \(running\)"):
         records.create(transfer("t1"), objects(1, 2, 3))
     assert records.status("t1")["objects_total"] == 1
-    assert [r["size"] for r in records.objects("t1")] == [10]
+    assert [r.size for r in records.objects("t1")] == [10]
 
 
 def test_update_object_rejects_unknown_fields(records):
@@ -343,7 +344,7 @@ def test_a_transfer_recorded_before_its_listing_says_it_is_listing_until_the_las
     records.add_objects("t1", named("d"), None, last=True)
     status = records.status("t1")
     assert (status["listing"], status["objects_total"], records.cursor("t1")) == (False, 3, None)
-    assert [(r["seq"], r["path"]) for r in records.objects("t1")] == [(0, "a"), (1, "b"), (2, "d")]
+    assert [(r.seq, r.path) for r in records.objects("t1")] == [(0, "a"), (1, "b"), (2, "d")]
 
 
 def test_a_transfer_created_with_its_objects_is_not_listing(records):
@@ -358,7 +359,7 @@ def test_a_page_listed_again_after_a_crash_keeps_the_objects_already_recorded(re
     records.update_object("t1", "a", state="done", bytes_done=1)
     records.add_objects("t1", named("a", "b", "c"), None, last=True)
     rows = records.objects("t1")
-    assert [(r["path"], r["state"]) for r in rows] == [("a", "done"), ("b", "pending"), ("c", "pending")]
+    assert [(r.path, r.state) for r in rows] == [("a", "done"), ("b", "pending"), ("c", "pending")]
     assert records.status("t1")["objects_total"] == 3
 
 
@@ -372,9 +373,9 @@ def test_objects_are_read_a_page_at_a_time_and_unsettled_ones_alone(records):
     records.add_objects("t1", named(*"abcdefg"), None, last=True)
     for path, state in (("b", "done"), ("c", "skipped"), ("d", "unverified"), ("e", "failed"), ("f", "copied")):
         records.update_object("t1", path, state=state)
-    assert [r["path"] for r in records.objects("t1", after=1, limit=3)] == ["c", "d", "e"]
-    assert [r["path"] for r in records.objects("t1", unsettled=True)] == ["a", "e", "f", "g"]
-    assert [[r["path"] for r in rows] for rows in records.unsettled("t1", 2)] == [["a", "e"], ["f", "g"]]
+    assert [r.path for r in records.objects("t1", after=1, limit=3)] == ["c", "d", "e"]
+    assert [r.path for r in records.objects("t1", unsettled=True)] == ["a", "e", "f", "g"]
+    assert [[r.path for r in rows] for rows in records.unsettled("t1", 2)] == [["a", "e"], ["f", "g"]]
     assert records.objects("t1", limit=0) == []
 
 
@@ -414,7 +415,7 @@ def test_the_totals_of_a_status_agree_with_its_objects_after_any_changes(records
             records.finish("t1", "failed")
             records.claim("t1", f"owner-{chance.random()}")  # failed and pending objects start afresh
     status = records.status("t1")
-    assert {name: status[name] for name in recount([])} == recount(records.objects("t1"))
+    assert {name: status[name] for name in recount([])} == recount([asdict(row) for row in records.objects("t1")])
     assert records.status("other")["objects_total"] == 2 and records.status("other")["bytes_total"] == 11
     assert records.statistic()["by_route"]["local->awss3"]["objects"] == status["objects_done"]
 
@@ -480,7 +481,7 @@ def test_claim_refuses_a_live_owner_and_takes_over_a_dead_one_resetting_failed_o
     records.claim("t1", "second")
     view = records.status("t1")
     assert (view["state"], view["pid"], view["host"]) == ("running", os.getpid(), socket.gethostname())
-    rows = {row["path"]: row for row in records.objects("t1")}
+    rows = {row.path: asdict(row) for row in records.objects("t1")}
     assert {path: row["state"] for path, row in rows.items()} == {
         "f0": "done", "f1": "pending", "f2": "pending", "f3": "copied"}
     assert (rows["f1"]["message"], rows["f1"]["bytes_done"], rows["f2"]["bytes_done"]) == (None, 0, 0)
@@ -549,7 +550,7 @@ def test_part_done_records_each_part_and_the_bytes_done_of_the_object(records):
     records.part_done("t1", "f0", "upload-1", 1, "aa", 10)
     records.part_done("t1", "f0", "upload-1", 2, "bb", 20)
     assert records.parts("t1", "f0", "upload-1") == {1: "aa", 2: "bb"}
-    assert records.objects("t1")[0]["bytes_done"] == 20
+    assert records.objects("t1")[0].bytes_done == 20
     records.part_done("t1", "f0", "upload-1", 2, "cc", 20)  # a part sent again replaces its record
     assert records.parts("t1", "f0", "upload-1") == {1: "aa", 2: "cc"}
     assert records.parts("t1", "f0", "upload-2") == {}
@@ -716,7 +717,7 @@ def test_sqlite_database_of_the_first_release_gains_the_new_columns_and_keeps_it
         status = store.status("old")
         assert (status["state"], status["objects_done"], status["bytes_done"], status["seconds"]) == \
             ("completed", 1, 9, 4.0)
-        assert set(store.objects("old")[0]) == OBJECT_COLUMNS
+        assert set(asdict(store.objects("old")[0])) == OBJECT_COLUMNS
         store.claim("old", "new-owner")  # the lease columns work on the old file
         assert store.heartbeat("old", "new-owner") == "run"
     finally:

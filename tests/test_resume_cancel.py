@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import asdict
 import types
 from pathlib import Path
 
@@ -200,7 +201,7 @@ def copy_args(env, target_name: str, *extra) -> list[str]:
 def objects(env) -> dict:
     records = SQLiteRecords(env.config_dir / "transfer.db")
     try:
-        return {row["path"]: row for row in records.objects(env.prefix)}
+        return {row.path: asdict(row) for row in records.objects(env.prefix)}
     finally:
         records.close()
 
@@ -710,7 +711,7 @@ def test_claim_refuses_a_live_owner_and_takes_over_a_dead_one_resetting_failed_o
     records.claim("t1", "second")
     view = records.status("t1")
     assert view["state"] == "running" and view["pid"] == os.getpid()
-    rows = {row["path"]: row for row in records.objects("t1")}
+    rows = {row.path: asdict(row) for row in records.objects("t1")}
     assert {path: row["state"] for path, row in rows.items()} == {
         "done": "done", "failed": "pending", "pending": "pending", "copied": "copied"}
     assert rows["failed"]["message"] is None and rows["failed"]["bytes_done"] == 0

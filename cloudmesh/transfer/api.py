@@ -281,10 +281,10 @@ class Transfer(Storages):
         cleaned = []
         for rows in self.records.unsettled(id, LIST_PAGE):
             for row in rows:
-                if row["upload"]:
+                if row.upload:
                     discard_upload(target, row)
-                    self.records.update_object(id, row["path"], upload=None, part_size=None, bytes_done=0)
-                    cleaned.append(row["target_key"])
+                    self.records.update_object(id, row.path, upload=None, part_size=None, bytes_done=0)
+                    cleaned.append(row.target_key)
         return cleaned
 
     def run(self, id: str, data: str, copy=True) -> dict:

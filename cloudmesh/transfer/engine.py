@@ -23,7 +23,7 @@ import math
 import mimetypes
 import threading
 from concurrent.futures import Future, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Iterable
 
@@ -242,13 +242,12 @@ class Engine:
         object; record the outcome and never raise. True when the object is settled as asked (an
         unverified copy is; an unverified move is not, since its source is kept); None when the run
         stopped before it finished."""
-        record = item.record or {}
+        record = item.record
         try:
             if self.stop.is_set():
                 raise Stopped
-            if record.get("state") == ObjectState.COPIED:
-                copied = Copied(record["method"], Proof(record["proof"]) if record.get("proof") else None,
-                                record["md5"])
+            if record and record.state == ObjectState.COPIED:
+                copied = Copied(record.method, Proof(record.proof) if record.proof else None, record.md5)
             elif item.skip:
                 copied = Copied("skip", None, item.source.md5)
             else:
@@ -326,7 +325,7 @@ class Engine:
         self.target.check_key(item.target_key)
         size = item.source.size
         if isinstance(self.target, ServerCopy):
-            psize = (item.record or {}).get("part_size") or part_size(size, self.options, self.target)
+            psize = (item.record and item.record.part_size) or part_size(size, self.options, self.target)
             method = self.target.server_copy(self.source, item.source, item.target_key, psize)
             if method:
                 self.progress.update(size, 0)
@@ -336,7 +335,7 @@ class Engine:
         except Doubted as doubt:
             log.info("%s: %s; reading it again by what the source itself computed", item.path, doubt)
             if item.record:
-                item.record = {**item.record, "upload": None, "part_size": None}
+                item.record = replace(item.record, upload=None, part_size=None)
             copied = self.stream(item, doubted=doubt)
             if doubt.claim.proof is Proof.MD5 and copied.md5 != doubt.claim.value:
                 copied.warnings.insert(0, f"the source's stored MD5 {doubt.claim.value} is not the MD5 of its "
@@ -361,7 +360,7 @@ class Engine:
                                 s3etag=claim.value if claim.proof is Proof.PARTS else None, mode=item.source.mode)
             whole = doubted is not None or (self.target.keeps_md5 and not claim.spends_md5)
             verifier = Verifier(claim, size, f"'{item.path}'", whole)
-            psize = (item.record or {}).get("part_size") or part_size(size, self.options, self.target, claim)
+            psize = (item.record and item.record.part_size) or part_size(size, self.options, self.target, claim)
             if size <= psize:
                 with self.parts.place() if size > SMALL else contextlib.nullcontext():
                     data = read_exact(reader, size + 1)
@@ -397,7 +396,7 @@ class Engine:
     def open_upload(self, item: Item, shaped: ObjectInfo, psize: int) -> tuple[Upload, dict[int, str]]:
         """The upload an earlier run left for this object, when the target still has it, with the
         checksums recorded for its parts; else a new one, whose token is recorded before any part is sent."""
-        token = (item.record or {}).get("upload")
+        token = item.record and item.record.upload
         if token and isinstance(self.target, Resumable):
             recorded = self.records.parts(self.transfer_id, item.path, token)
             upload = self.target.resume_upload(item.target_key, shaped, token, recorded)

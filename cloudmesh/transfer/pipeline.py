@@ -8,6 +8,7 @@ listed, the records never hold an update for an object they do not know, and a c
 moment leaves a record that `resume` finishes: it settles the recorded objects, then lists on
 from the cursor.
 """
+from dataclasses import replace
 from typing import Iterable, Iterator
 
 from cloudmesh.transfer.compare import Reading
@@ -18,7 +19,7 @@ from cloudmesh.transfer.planner import Item, Judge, Page, Selection, stream
 from cloudmesh.transfer.progress import Progress
 from cloudmesh.transfer.providers import Resumable, Storage
 from cloudmesh.transfer.records import Records
-from cloudmesh.transfer.records.base import ObjectState
+from cloudmesh.transfer.records.base import ObjectRow, ObjectState
 
 
 def row_of(item: Item) -> dict:
@@ -59,19 +60,19 @@ def unsettled(records: Records, transfer_id: str, source: Storage, target: Stora
     for rows in records.unsettled(transfer_id, LIST_PAGE):
         items = []
         for row in rows:
-            info = (now and now.get(row["source_key"])) or source.stat(row["source_key"])
+            info = (now and now.get(row.source_key)) or source.stat(row.source_key)
             if info is None:
-                state, message = (ObjectState.DONE, None) if row["state"] == ObjectState.COPIED else \
+                state, message = (ObjectState.DONE, None) if row.state == ObjectState.COPIED else \
                     (ObjectState.FAILED, "the source no longer exists")
-                records.update_object(transfer_id, row["path"], state=state, message=message)
+                records.update_object(transfer_id, row.path, state=state, message=message)
                 continue
-            if (info.size, info.etag, info.mtime) != (row["size"], row["etag"], row["mtime"]):
+            if (info.size, info.etag, info.mtime) != (row.size, row.etag, row.mtime):
                 discard_upload(target, row)
-                records.update_object(transfer_id, row["path"], size=info.size, etag=info.etag, mtime=info.mtime,
+                records.update_object(transfer_id, row.path, size=info.size, etag=info.etag, mtime=info.mtime,
                                       upload=None, part_size=None, state=ObjectState.PENDING)
-                row = {**row, "upload": None, "part_size": None, "state": ObjectState.PENDING}
-            items.append(Item(row["path"], info, row["target_key"], record=row))
-        pending = [item for item in items if item.record["state"] == ObjectState.PENDING]
+                row = replace(row, upload=None, part_size=None, state=ObjectState.PENDING)
+            items.append(Item(row.path, info, row.target_key, record=row))
+        pending = [item for item in items if item.record.state == ObjectState.PENDING]
         judge.mark(pending, lone=not recursive)
         for item in pending:
             if item.skip:
@@ -79,7 +80,7 @@ def unsettled(records: Records, transfer_id: str, source: Storage, target: Stora
         yield Page(items, None, recorded=True)
 
 
-def discard_upload(target: Storage, row: dict) -> None:
+def discard_upload(target: Storage, row: ObjectRow) -> None:
     """Discard the partial upload an object's record names, where the target keeps one."""
-    if row["upload"] and isinstance(target, Resumable):
-        target.discard_upload(row["target_key"], row["upload"])
+    if row.upload and isinstance(target, Resumable):
+        target.discard_upload(row.target_key, row.upload)

@@ -16,6 +16,7 @@ from cloudmesh.transfer.errors import NotFound, UsageError
 from cloudmesh.transfer.location import Location
 from cloudmesh.transfer.march import Lookup
 from cloudmesh.transfer.providers import ObjectInfo, Storage
+from cloudmesh.transfer.records.base import ObjectRow
 
 SYNC_MODES = ("checksum", "mtime")
 
@@ -31,7 +32,7 @@ class Item:
     source: ObjectInfo
     target_key: str
     skip: bool = False
-    record: dict | None = None
+    record: ObjectRow | None = None
     unproven: bool = False
 
 

@@ -5,6 +5,7 @@ A transfer has a row of its own and one row per object. Totals and progress are 
 of millions of objects reads a few rows; MongoDB counts them with indexed aggregations), so a
 record cannot contradict itself.
 """
+import dataclasses
 import os
 import socket
 import time
@@ -46,6 +47,38 @@ class Beat(StrEnum):
     LOST = "lost"  # another owner has claimed the transfer
 
 
+@dataclasses.dataclass
+class ObjectRow:
+    """One object of a transfer as recorded: where it comes from and goes, its source's size, ETag
+    and time as planned, its state and bytes done, what proved it, and its open upload."""
+
+    transfer_id: str
+    seq: int  # its place in the plan
+    path: str
+    source_key: str
+    target_key: str
+    size: int
+    state: ObjectState = ObjectState.PENDING
+    bytes_done: int = 0
+    md5: str | None = None
+    method: str | None = None
+    proof: str | None = None
+    message: str | None = None
+    warning: str | None = None
+    etag: str | None = None
+    mtime: float | None = None
+    upload: str | None = None  # the token of its partial upload at the target
+    part_size: int | None = None
+
+    @classmethod
+    def of(cls, columns: dict) -> "ObjectRow":
+        """A row from a store's columns (extra columns are not ours and are left out)."""
+        row = cls(**{name: columns.get(name) for name in OBJECT_COLUMNS})
+        row.state = ObjectState(row.state)
+        return row
+
+
+OBJECT_COLUMNS = tuple(field.name for field in dataclasses.fields(ObjectRow))
 STATES = tuple(State)
 SETTLED = (ObjectState.DONE, ObjectState.SKIPPED, ObjectState.UNVERIFIED)  # object states a resume leaves alone
 
@@ -223,16 +256,16 @@ class Records(ABC):
 
     @abstractmethod
     def objects(self, transfer_id: str, after: int = -1, limit: int | None = None,
-                unsettled: bool = False) -> list[dict]:
+                unsettled: bool = False) -> list[ObjectRow]:
         """The transfer's object rows in plan order, from the one after number `after` (its `seq`)
         on, at most `limit` of them; with `unsettled`, only those not settled (see SETTLED)."""
 
-    def unsettled(self, transfer_id: str, page: int) -> Iterator[list[dict]]:
+    def unsettled(self, transfer_id: str, page: int) -> Iterator[list[ObjectRow]]:
         """The transfer's unsettled object rows, `page` at a time, read as they are needed."""
         after = -1
         while rows := self.objects(transfer_id, after, page, unsettled=True):
             yield rows
-            after = rows[-1]["seq"]
+            after = rows[-1].seq
 
     @abstractmethod
     def statistic(self) -> dict:

@@ -22,12 +22,11 @@ from pymongo.errors import (BulkWriteError, ConfigurationError, ConnectionFailur
                             PyMongoError)
 
 from cloudmesh.transfer.errors import Conflict, ConfigError, IdInUse, NotFound, RecordsError, TransferError
-from cloudmesh.transfer.records.base import SETTLED, Beat, Records, owner_alive, state_of, statistic_view, status_view
+from cloudmesh.transfer.records.base import (SETTLED, Beat, ObjectRow, Records, owner_alive, state_of, statistic_view,
+                                             status_view)
 
 TRANSFER_FIELDS = ("state", "source", "target", "route", "copy", "recursive", "started", "finished", "host", "pid",
                    "message", "owner", "heartbeat", "cancel", "listing", "cursor", "planned", "selection")
-OBJECT_COLUMNS = ("transfer_id", "seq", "path", "source_key", "target_key", "size", "state", "bytes_done", "md5",
-                  "method", "proof", "message", "warning", "etag", "mtime", "upload", "part_size")
 OBJECT_FIELDS = {"state", "bytes_done", "md5", "method", "proof", "message", "warning", "size", "etag", "mtime",
                  "upload", "part_size"}
 NEWEST_FIRST = [("started", pymongo.DESCENDING), ("_id", pymongo.ASCENDING)]
@@ -142,10 +141,6 @@ class MongoRecords(Records):
     def row(doc: dict) -> dict:
         """A transfer document as the row SQLite would give (id, then every column; None where absent)."""
         return {"id": doc["_id"], **{name: doc.get(name) for name in TRANSFER_FIELDS}}
-
-    @staticmethod
-    def object_row(doc: dict) -> dict:
-        return {name: doc.get(name) for name in OBJECT_COLUMNS}
 
     @guarded
     def create(self, transfer: dict, objects: list[dict] = ()) -> None:
@@ -364,14 +359,14 @@ class MongoRecords(Records):
 
     @guarded
     def objects(self, transfer_id: str, after: int = -1, limit: int | None = None,
-                unsettled: bool = False) -> list[dict]:
+                unsettled: bool = False) -> list[ObjectRow]:
         query = {"transfer_id": transfer_id, "seq": {"$gt": after}}
         if unsettled:
             query["state"] = {"$nin": list(SETTLED)}
         if limit == 0:
             return []  # MongoDB reads a limit of 0 as no limit
         found = self.objects_.find(query).sort("seq", 1)
-        return [self.object_row(doc) for doc in (found if limit is None else found.limit(limit))]
+        return [ObjectRow.of(doc) for doc in (found if limit is None else found.limit(limit))]
 
     @guarded
     def statistic(self) -> dict:

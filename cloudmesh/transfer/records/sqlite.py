@@ -17,7 +17,7 @@ from pathlib import Path
 
 from cloudmesh.transfer.errors import Conflict, IdInUse, NotFound, RecordsBusy, RecordsError
 from cloudmesh.transfer.limits import RECORDS_WAIT
-from cloudmesh.transfer.records.base import SETTLED, Beat, Records, owner_alive, state_of, statistic_view, status_view
+from cloudmesh.transfer.records.base import SETTLED, Beat, ObjectRow, Records, owner_alive, state_of, statistic_view, status_view
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS transfers (
@@ -443,10 +443,10 @@ class SQLiteRecords(Records):
 
     @guarded
     def objects(self, transfer_id: str, after: int = -1, limit: int | None = None,
-                unsettled: bool = False) -> list[dict]:
+                unsettled: bool = False) -> list[ObjectRow]:
         settled = f"AND state NOT IN ({SETTLED_SQL})" if unsettled else ""
         with self.lock:
-            return [dict(r) for r in self.db.execute(
+            return [ObjectRow.of(dict(r)) for r in self.db.execute(
                 f"SELECT * FROM objects WHERE transfer_id = ? AND seq > ? {settled} ORDER BY seq LIMIT ?",
                 (transfer_id, after, -1 if limit is None else limit))]
 
