@@ -175,7 +175,8 @@ def read_exact(reader: Reader, size: int) -> bytes:
 class Engine:
     """Copies planned items from one storage to another and records each object's outcome.
 
-    Objects run `options.objects` at a time, taken from the items as places free up (an iterator
+    Objects run `options.objects` at a time (fewer where both storages gain nothing from more:
+    objects_at_once), taken from the items as places free up (an iterator
     of any length is never held whole); the parts of large objects are uploaded by a second pool,
     whose `parallel` places bound the parts held in memory across the transfer (executor.py).
     Setting `stop` (Ctrl-C) cancels the run: no new object or part starts, open uploads are aborted.
