@@ -180,3 +180,29 @@ def test_kill_9_while_listing_then_resume_finishes_without_sending_a_completed_o
     for n in wanted:
         assert (env.local / "out" / f"{n:08d}").read_bytes() == read(source, f"g/{n:08d}"), n
     assert {path: after[path] for path in complete} == complete  # nothing complete was sent again
+
+
+def test_a_listing_that_fails_after_its_first_page_fails_the_transfer_and_resume_lists_on(env, request):
+    """S3 answers the second page of the listing with 503s (behind a fault proxy, no retries): the
+    objects of the first page are copied, the transfer ends failed with the listing's error and
+    still listing; resumed once S3 answers again, it lists on from its cursor and completes."""
+    from test_resume_cancel import plain_proxy
+    p = env.prefix
+    count = 1200  # S3 lists 1,000 keys a page
+    for n in range(count):
+        env.put("awss3", f"{p}/src/{n:05d}", f"object {n}".encode())
+    proxy, name = plain_proxy(env, request, "awss3")
+    proxy.configure(error_rate=1.0, match=("GET", r"continuation-token="))
+    args = [f"--source={name}:{p}/src", "--target=local:out", "-r", f"--id={p}"]
+    first = env.transfer("copy", *args, "--retries=0", "--output=json")
+    assert first.returncode == 1 and proxy.faults["error"] > 0, first.stderr
+    status = row(env, p)
+    assert (status["state"], status["listing"], status["objects_total"]) == ("failed", True, 1000)
+    assert "503" in status["message"] or "SlowDown" in status["message"], status["message"]
+    proxy.configure(error_rate=0.0)
+    resumed = env.transfer("resume", f"--id={p}", "--output=json")
+    assert resumed.returncode == 0, resumed.stderr
+    final = json.loads(resumed.stdout)
+    assert (final["state"], final["listing"], final["objects_total"], final["objects_failed"]) == (
+        "completed", False, count, 0)
+    assert env.tree("local", "out") == {f"{n:05d}": f"object {n}".encode() for n in range(count)}
