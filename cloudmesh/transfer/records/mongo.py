@@ -26,7 +26,7 @@ from cloudmesh.transfer.records.base import (SETTLED, Beat, ObjectRow, Records, 
                                              status_view)
 
 TRANSFER_FIELDS = ("state", "source", "target", "route", "copy", "recursive", "started", "finished", "host", "pid",
-                   "message", "owner", "heartbeat", "cancel", "listing", "cursor", "planned", "selection")
+                   "message", "owner", "heartbeat", "cancel", "listing", "cursor", "selection")
 OBJECT_FIELDS = {"state", "bytes_done", "md5", "method", "proof", "message", "warning", "size", "etag", "mtime",
                  "upload", "part_size"}
 NEWEST_FIRST = [("started", pymongo.DESCENDING), ("_id", pymongo.ASCENDING)]
@@ -153,7 +153,7 @@ class MongoRecords(Records):
                  "route": transfer["route"], "copy": int(transfer["copy"]), "recursive": int(transfer["recursive"]),
                  "started": now, "finished": None, "host": socket.gethostname(), "pid": os.getpid(),
                  "message": None, "owner": transfer["owner"], "heartbeat": now, "cancel": 0,
-                 "listing": int(bool(transfer.get("listing"))), "cursor": None, "planned": 0,
+                 "listing": int(bool(transfer.get("listing"))), "cursor": None,
                  "selection": transfer.get("selection")})
         except DuplicateKeyError:
             found = self.transfers_.find_one({"_id": transfer["id"]}, {"state": 1}) or {}
@@ -185,15 +185,14 @@ class MongoRecords(Records):
             except BulkWriteError as e:
                 if any(error.get("code") != DUPLICATE_KEY for error in e.details.get("writeErrors", [])):
                     raise
-        self.transfers_.update_one({"_id": transfer_id}, {"$inc": {"planned": len(objects)}})
 
     @guarded
     def add_objects(self, transfer_id: str, objects: list[dict], cursor: str | None, last: bool) -> None:
         """The objects first, then the cursor: a crash between them lists the page again."""
-        doc = self.transfers_.find_one({"_id": transfer_id}, {"planned": 1})
-        if doc is None:
+        if self.transfers_.find_one({"_id": transfer_id}, {"_id": 1}) is None:
             raise NotFound(f"no transfer with id '{transfer_id}'")
-        self.insert(transfer_id, objects, doc.get("planned") or 0)
+        latest = self.objects_.find_one({"transfer_id": transfer_id}, {"seq": 1}, sort=[("seq", -1)])
+        self.insert(transfer_id, objects, latest["seq"] + 1 if latest else 0)
         self.transfers_.update_one({"_id": transfer_id}, {"$set": {"cursor": cursor, "listing": int(not last)}})
 
     @guarded

@@ -38,7 +38,6 @@ CREATE TABLE IF NOT EXISTS transfers (
     cancel INTEGER NOT NULL DEFAULT 0,
     listing INTEGER NOT NULL DEFAULT 0,
     cursor TEXT,
-    planned INTEGER NOT NULL DEFAULT 0,
     selection TEXT
 );
 CREATE INDEX IF NOT EXISTS transfers_state ON transfers(state, started);
@@ -80,7 +79,7 @@ CREATE TABLE IF NOT EXISTS parts (
 # Columns added after the first release, for databases created before them.
 ADDED = {"transfers": {"owner": "TEXT", "heartbeat": "REAL", "cancel": "INTEGER NOT NULL DEFAULT 0",
                        "listing": "INTEGER NOT NULL DEFAULT 0", "cursor": "TEXT",
-                       "planned": "INTEGER NOT NULL DEFAULT 0", "selection": "TEXT"},
+                       "selection": "TEXT"},
          "objects": {"etag": "TEXT", "mtime": "REAL", "upload": "TEXT", "part_size": "INTEGER", "proof": "TEXT",
                      "warning": "TEXT"}}
 
@@ -312,15 +311,15 @@ class SQLiteRecords(Records):
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             [(transfer_id, seq, o["path"], o["source_key"], o["target_key"], o["size"], o.get("etag"),
               o.get("mtime")) for seq, o in enumerate(objects, first)])
-        db.execute("UPDATE transfers SET planned = planned + ? WHERE id = ?", (len(objects), transfer_id))
 
     @guarded
     def add_objects(self, transfer_id: str, objects: list[dict], cursor: str | None, last: bool) -> None:
         with self.transaction() as db:
-            planned = db.execute("SELECT planned FROM transfers WHERE id = ?", (transfer_id,)).fetchone()
-            if planned is None:
+            if db.execute("SELECT 1 FROM transfers WHERE id = ?", (transfer_id,)).fetchone() is None:
                 raise NotFound(f"no transfer with id '{transfer_id}'")
-            self.insert(db, transfer_id, objects, planned[0])
+            following = db.execute("SELECT coalesce(max(seq) + 1, 0) FROM objects WHERE transfer_id = ?",
+                                   (transfer_id,)).fetchone()[0]  # by the objects_seq index
+            self.insert(db, transfer_id, objects, following)
             db.execute("UPDATE transfers SET cursor = ?, listing = ? WHERE id = ?",
                        (cursor, int(not last), transfer_id))
 
