@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import logging
 import re
 import secrets
 import threading
@@ -21,9 +22,9 @@ from cloudmesh.transfer import location
 from cloudmesh.transfer.engine import Engine, Halt, Lease, one_line
 from cloudmesh.transfer.errors import Conflict, IdInUse, NotFound, OptionError, TransferError, UsageError
 from cloudmesh.transfer.identity import inside, probe, refuse_overlap
-from cloudmesh.transfer.limits import LIST_PAGE
+from cloudmesh.transfer.limits import LIST_PAGE, MAX_LOCAL_WORKERS
 from cloudmesh.transfer.location import Location
-from cloudmesh.transfer.options import TransferConfig, parse_bool
+from cloudmesh.transfer.options import TransferConfig, parse_bool, whole_number
 from cloudmesh.transfer.pipeline import discard_upload, recorded, resumed
 from cloudmesh.transfer.planner import Page, Selection, stream
 from cloudmesh.transfer.progress import Progress
@@ -33,6 +34,7 @@ from cloudmesh.transfer.records.base import State
 from cloudmesh.transfer.retry import Retry
 from cloudmesh.transfer.storages import Storages
 
+log = logging.getLogger(__name__)
 TRANSFER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 CANCEL_WAIT = 30.0  # seconds `cancel` waits for a running transfer to stop
 
@@ -64,12 +66,22 @@ class Run:
 class Transfer(Storages):
     """Copy and move across configured storages (and list, delete and check them: storages.py),
     and read the transfer records. Setting `stop` (e.g. on Ctrl-C) cancels the transfer this
-    object is running."""
+    object is running. Transfers run on this host, or spread over a Dask cluster (cluster.py):
+    the scheduler at `cluster` (else `cloudmesh.transfer.cluster` in cloudmesh.yaml), or a
+    LocalCluster of `workers` processes started for each transfer; `notify` is told where its
+    dashboard is."""
 
-    def __init__(self, records: Records | None = None, config: TransferConfig | None = None, **options):
+    def __init__(self, records: Records | None = None, config: TransferConfig | None = None, *,
+                 cluster: str | None = None, workers=None, notify=log.info, **options):
         """`config`, or the options it is built from (parallel, chunksize, retries: see TransferConfig.of)."""
         self.options = config or TransferConfig.of(**options)
         super().__init__(Retry(attempts=self.options.retries + 1))
+        if cluster and workers is not None:
+            raise UsageError("give a cluster or a number of workers, not both")
+        self.cluster = cluster
+        self.workers = None if workers is None else whole_number(workers, "workers", 1, MAX_LOCAL_WORKERS)
+        self.notify = notify
+        self._cluster = None
         self._records = records
         self.stop = threading.Event()
         self.engine: Engine | None = None
@@ -136,7 +148,36 @@ class Transfer(Storages):
         """Create and run a transfer. `stop` is cleared first: it cancels the transfer under way
         (also while it is being planned), not a later one."""
         self.stop.clear()
-        return self.execute(self.create(source, target, recursive, id, move, selection), progress)
+        self.connect()
+        try:
+            run = self.create(source, target, recursive, id, move, selection)
+        except BaseException:
+            self.disconnect()
+            raise
+        return self.execute(run, progress)
+
+    def connect(self) -> None:
+        """Reach the cluster the next transfer runs on, if any, before anything is recorded (a
+        wrong address is then one clear error); on this host, nothing (and Dask is not imported)."""
+        if self._cluster is not None:
+            return
+        address = self.cluster or (None if self.workers else settings.load_cluster())
+        if address or self.workers:
+            from cloudmesh.transfer.cluster import Cluster
+            self._cluster = Cluster(address, self.workers)
+            if self._cluster.dashboard:
+                self.notify(f"Dask dashboard of the {self.workers} local workers: {self._cluster.dashboard}")
+
+    def engine_for(self, storages: tuple[Storage, Storage], progress: Progress) -> Engine:
+        if self._cluster is None:
+            return Engine(*storages, self.records, self.options, progress, self.stop)
+        from cloudmesh.transfer.cluster import ClusterEngine
+        return ClusterEngine(*storages, self.records, self.options, progress, self.stop, self._cluster)
+
+    def disconnect(self) -> None:
+        if self._cluster is not None:
+            self._cluster.close()
+            self._cluster = None
 
     def create(self, source: str, target: str, recursive: bool, id: str | None, move: bool,
                selection: Selection) -> Run:
@@ -165,8 +206,14 @@ class Transfer(Storages):
         """Run the engine over a created or reopened transfer and record how it ended; a cancelled
         run leaves no partial upload behind."""
         progress = progress or Progress()
+        try:
+            self.connect()
+        except BaseException:
+            run.lease.end()
+            self.records.finish(run.id, State.FAILED, "the cluster could not be reached", owner=run.owner)
+            raise
         progress.start()
-        self.engine = Engine(*run.storages, self.records, self.options, progress, self.stop)
+        self.engine = self.engine_for(run.storages, progress)
         try:
             try:
                 state = self.engine.run(run.id, recorded(self.records, run.id, run.pages, progress), run.move,
@@ -195,6 +242,7 @@ class Transfer(Storages):
                 self.records.finish(run.id, state, message, owner=run.owner)
         finally:
             run.lease.end()
+            self.disconnect()
         return self.records.status(run.id)
 
     def interrupt(self) -> None:
@@ -209,8 +257,16 @@ class Transfer(Storages):
         (size, etag or mtime), in which case it is copied afresh. An object that a killed run
         finished but did not record is found at the target (size and MD5) and not sent again."""
         self.stop.clear()
-        run = self.reopen(id)
-        return self.execute(run, progress) if run else self.records.status(id)
+        self.connect()
+        try:
+            run = self.reopen(id)
+        except BaseException:
+            self.disconnect()
+            raise
+        if run is None:
+            self.disconnect()
+            return self.records.status(id)
+        return self.execute(run, progress)
 
     def reopen(self, id: str) -> Run | None:
         """Take a transfer over for `resume`; None when it is completed. What is left is planned as

@@ -167,6 +167,21 @@ def load_storages(path: Path | None = None) -> dict[str, StorageConfig]:
     return storages
 
 
+def load_cluster(path: Path | None = None) -> str | None:
+    """The Dask scheduler that transfers run on by default: `cloudmesh.transfer.cluster` in
+    cloudmesh.yaml, or None (they run on this host)."""
+    path = path or config_dir() / "cloudmesh.yaml"
+    if not path.exists():
+        return None
+    data = read_yaml(path, "cloudmesh.yaml")
+    top = data.get("cloudmesh") if isinstance(data, dict) else None
+    section = top.get("transfer") if isinstance(top, dict) else None
+    address = section.get("cluster") if isinstance(section, dict) else None
+    if address is not None and not isinstance(address, str):
+        raise ConfigError(f"'cloudmesh.transfer.cluster' in {path} is not a scheduler address")
+    return address or None
+
+
 def storage_config(name: str, storages: dict[str, StorageConfig]) -> StorageConfig:
     if name not in storages:
         known = ", ".join(sorted(storages)) or "none"

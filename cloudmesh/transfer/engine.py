@@ -159,6 +159,17 @@ class Lease(threading.Thread):
         self.join()
 
 
+def shape(item: Item, reader: Reader) -> ObjectInfo:
+    """What the target is told of an object it is written from: the source's own description, with
+    what its open reader adds (the claim's MD5 or multipart ETag, content type, metadata)."""
+    claim, info = reader.claim, item.source
+    return ObjectInfo(key=info.key, size=info.size, mtime=info.mtime,
+                      md5=claim.value if claim.proof is Proof.MD5 else None,
+                      content_type=info.content_type or reader.content_type or mimetypes.guess_type(info.key)[0],
+                      metadata=dict(reader.metadata or info.metadata),
+                      s3etag=claim.value if claim.proof is Proof.PARTS else None, mode=info.mode)
+
+
 def read_exact(reader: Reader, size: int) -> bytes:
     """Up to `size` bytes from a reader, fewer only at the end of the object. A single read is
     returned as it is; only several short reads are joined (one copy)."""
@@ -353,12 +364,7 @@ class Engine:
             claim = reader.claim
             if doubted and claim.proof is Proof.NONE:
                 raise doubted
-            shaped = ObjectInfo(key=item.source.key, size=size, mtime=item.source.mtime,
-                                md5=claim.value if claim.proof is Proof.MD5 else None,
-                                content_type=item.source.content_type or reader.content_type or
-                                mimetypes.guess_type(item.source.key)[0],
-                                metadata=dict(reader.metadata or item.source.metadata),
-                                s3etag=claim.value if claim.proof is Proof.PARTS else None, mode=item.source.mode)
+            shaped = shape(item, reader)
             whole = doubted is not None or (self.target.keeps_md5 and not claim.spends_md5)
             verifier = Verifier(claim, size, f"'{item.path}'", whole)
             psize = (item.record and item.record.part_size) or part_size(size, self.options, self.target, claim)

@@ -255,6 +255,28 @@ class Verifier:
         return f"{base64.b64encode(whole.to_bytes(width, 'big')).decode()}-{len(self.segments)}"
 
 
+def divisible(claim: Claim, part_size: int) -> bool:
+    """Whether an object can be proven from the MD5s of its parts of `part_size`, each computed by
+    whoever read it (cluster.py spreads such an object's parts over several hosts): a local file
+    (what was read is the source), an object nothing proves, or an S3 multipart object whose parts
+    are those parts. A whole-object MD5 or CRC needs every byte hashed in order, in one place."""
+    if claim.proof in (Proof.READ, Proof.NONE):
+        return True
+    parts = claim.parts
+    return claim.proof is Proof.PARTS and len(parts) > 1 and all(p == part_size for p in parts[:-1]) and \
+        0 < parts[-1] <= part_size
+
+
+def parts_outcome(claim: Claim, part_md5s: list[bytes], name: str) -> Outcome:
+    """Prove an object read in parts by others from their MD5s (a `divisible` claim); IntegrityError
+    when they do not make up the source's multipart ETag."""
+    if claim.proof is Proof.PARTS:
+        if composite_etag(part_md5s) != claim.value.strip('"'):
+            raise IntegrityError(f"the bytes read of {name} do not match the source's multipart ETag")
+        return Outcome(Proof.PARTS)
+    return Outcome(claim.proof, reason=claim.reason)
+
+
 def part_record(md5: bytes | None, crc: int | None) -> str | None:
     """A part's checksum as the records keep it for a resumed run: its MD5 (hex), else 'crc64:' and its CRC64."""
     if md5 is not None:

@@ -51,3 +51,14 @@ BATCH_SECONDS = 0.1
 # A transfer holds about one page at a time whatever the size of its source, and a resumed one
 # lists on from the last page it recorded.
 LIST_PAGE = 1000
+
+# A transfer spread over a Dask cluster (cluster.py); the batch sizes are chosen by the model of
+# benchmarks/cluster.py, which keeps the scheduler's cost per object far below 1 ms.
+CLUSTER_BATCH_OBJECTS = 100  # objects in one task at most
+CLUSTER_BATCH_BYTES = 256 * MiB  # bytes of the objects in one task at most
+CLUSTER_TASK_PARTS = 4  # parts per task of an object spread over the cluster (larger objects are spread)
+CLUSTER_TASKS_PER_THREAD = 2  # tasks in flight per worker thread: enough to keep each busy, few to redo
+CLUSTER_SPREAD = 2  # objects being spread over the cluster at once
+MAX_LOCAL_WORKERS = 64  # worker processes `workers` starts on this host
+CLUSTER_CONNECT = 10.0  # seconds to reach the scheduler
+CLUSTER_GONE = 20.0  # seconds without the scheduler before the transfer fails (to resume later)

@@ -89,6 +89,8 @@ def print_status(status, output: str) -> None:
     else:
         rows = {key: status[key] for key in STATUS_ORDER}
         rows["warnings"] = len(status["warnings"])
+        if status["workers"]:
+            rows["workers"] = [f"{w}: {n['objects']} objects, {n['bytes']} bytes" for w, n in status["workers"].items()]
         for name in ("errors", "unverified", "warnings"):
             if status[name]:
                 rows[name] = [f"{e['path']}: {e['message']}" for e in status[name]]
@@ -185,10 +187,10 @@ class TransferCommand(PluginCommand):
         ::
 
           Usage:
-            transfer copy --source=SOURCE --target=TARGET [-r] [--id=ID] [--sync] [--compare=MODE] [--include=GLOB]... [--exclude=GLOB]... [--dryrun] [--parallel=N] [--chunksize=SIZE] [--retries=N] [--output=FORMAT] [-v...] [--log-file=LOG]
-            transfer move --source=SOURCE --target=TARGET [-r] [--id=ID] [--sync] [--compare=MODE] [--include=GLOB]... [--exclude=GLOB]... [--dryrun] [--parallel=N] [--chunksize=SIZE] [--retries=N] [--output=FORMAT] [-v...] [--log-file=LOG]
+            transfer copy --source=SOURCE --target=TARGET [-r] [--id=ID] [--sync] [--compare=MODE] [--include=GLOB]... [--exclude=GLOB]... [--dryrun] [--parallel=N] [--chunksize=SIZE] [--retries=N] [--cluster=ADDRESS | --workers=N] [--output=FORMAT] [-v...] [--log-file=LOG]
+            transfer move --source=SOURCE --target=TARGET [-r] [--id=ID] [--sync] [--compare=MODE] [--include=GLOB]... [--exclude=GLOB]... [--dryrun] [--parallel=N] [--chunksize=SIZE] [--retries=N] [--cluster=ADDRESS | --workers=N] [--output=FORMAT] [-v...] [--log-file=LOG]
             transfer check --source=SOURCE --target=TARGET [-r] [--download] [--output=FORMAT] [-v...] [--log-file=LOG]
-            transfer resume --id=ID [--parallel=N] [--retries=N] [--output=FORMAT] [-v...] [--log-file=LOG]
+            transfer resume --id=ID [--parallel=N] [--retries=N] [--cluster=ADDRESS | --workers=N] [--output=FORMAT] [-v...] [--log-file=LOG]
             transfer cancel --id=ID [--output=FORMAT] [-v...] [--log-file=LOG]
             transfer cleanup --id=ID [-v...] [--log-file=LOG]
             transfer list --target=TARGET [-r] [--output=FORMAT] [-v...] [--log-file=LOG]
@@ -227,6 +229,10 @@ class TransferCommand(PluginCommand):
             --chunksize=SIZE   the part size data streams in, e.g. 8MiB [default: 8MiB]
             --retries=N        tries again after a transient failure (connection lost, timeout,
                                HTTP 5xx, SlowDown, ServerBusy), waiting longer each time [default: 4]
+            --cluster=ADDRESS  spread the transfer over the workers of the Dask scheduler at
+                               ADDRESS, e.g. tcp://10.0.0.5:8786 (default: cloudmesh.transfer.cluster
+                               in cloudmesh.yaml, else this host alone); see README, "Running on a cluster"
+            --workers=N        spread it over N worker processes started on this host
             --output=FORMAT    table or json [default: table]
             --file=FILE        as FILE (inside the cms shell only: cms runs any command line
                                with --file= as a script)
@@ -339,7 +345,8 @@ class TransferCommand(PluginCommand):
 
         if any(arguments[name] for name in ("copy", "move", "run", "--data", "resume")):
             api = Transfer(config=TransferConfig.of(parallel=arguments["--parallel"],
-                                                    chunksize=arguments["--chunksize"], retries=arguments["--retries"]))
+                                                    chunksize=arguments["--chunksize"], retries=arguments["--retries"]),
+                           cluster=arguments["--cluster"], workers=arguments["--workers"], notify=note)
             with ctrl_c_cancels(api) as pressed:
                 status = self.start(api, arguments, output, recursive)
             if status is None:

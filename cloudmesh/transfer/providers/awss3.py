@@ -99,6 +99,12 @@ class S3Upload(Upload):
         md5 = bytes.fromhex(self.uploaded[number].md5)
         self.parts[number] = (f'"{md5.hex()}"', md5, crc64(data) if self.crc else None, len(data))
 
+    def adopt(self, number: int) -> None:
+        part = self.uploaded[number]
+        if self.crc and part.crc64 is None:
+            raise TransferError(f"S3 lists part {number} of '{self.storage.name}:{self.key}' without its CRC64")
+        self.parts[number] = (f'"{part.md5}"', bytes.fromhex(part.md5), part.crc64, part.size)
+
     def put_part(self, number: int, offset: int, data: bytes, md5: bytes | None) -> str | None:
         checks = {"ContentMD5": base64.b64encode(md5).decode()} if md5 else {}
         crc = crc64(data) if self.crc else None
@@ -243,10 +249,13 @@ class S3Storage(Storage, SignedURLs, ServerCopy, Resumable):
         return self.client.generate_presigned_url("get_object", Params={"Bucket": self.bucket, "Key": key},
                                                   ExpiresIn=seconds)
 
+    def copies_from(self, source: Storage) -> bool:
+        return isinstance(source, S3Storage) and source.account == self.account
+
     def server_copy(self, source: Storage, info: ObjectInfo, key: str, part_size: int) -> str | None:
         """CopyObject, or UploadPartCopy part by part, when the source is a bucket these credentials
         reach at the same endpoint."""
-        if not isinstance(source, S3Storage) or source.account != self.account:
+        if not self.copies_from(source):
             return None
         copy_source = {"Bucket": source.bucket, "Key": info.key}
         pinned = {"CopySourceIfMatch": info.etag} if info.etag else {}  # only the version that was listed
@@ -436,8 +445,10 @@ class S3Storage(Storage, SignedURLs, ServerCopy, Resumable):
                 for page in pages:
                     for part in page.get("Parts", []):
                         md5 = md5_of(part["ETag"])
+                        crc = part.get("ChecksumCRC64NVME")
                         if md5:
-                            uploaded[part["PartNumber"]] = Part(part["Size"], md5)
+                            uploaded[part["PartNumber"]] = Part(part["Size"], md5, crc and
+                                                                int.from_bytes(base64.b64decode(crc), "big"))
         except NotFound:
             numbers = sorted(recorded)
             if not all(md5_hex(recorded[n]) == recorded[n] for n in numbers):

@@ -148,6 +148,9 @@ class AzureUpload(Upload):
     def keep(self, number: int, data: bytes) -> None:
         self.numbers.add(number)
 
+    def adopt(self, number: int) -> None:
+        self.numbers.add(number)
+
     def complete(self, md5: bytes | None) -> None:
         blocks = [BlobBlock(block_id(self.token, n)) for n in sorted(self.numbers)]
         with self.storage.errors(self.key):
@@ -250,11 +253,12 @@ class AzureStorage(Storage, SignedURLs, ServerCopy, Resumable):
     part_checksum = "crc64"
     keeps_md5 = True
 
-    def __init__(self, name: str, service: BlobServiceClient, container: str, retry: Retry = Retry()):
+    def __init__(self, name: str, service: BlobServiceClient, container: str, retry: Retry = Retry(),
+                 from_url: bool = True):
         super().__init__(name, retry)
         self.container = service.get_container_client(container)
         self.container_name = container
-        self.from_url = True  # Put Block From URL works here until the service says otherwise
+        self.from_url = from_url  # Put Block From URL works here until the service says otherwise
         self._sas: tuple[str, float] | None = None
 
     @classmethod
@@ -278,7 +282,10 @@ class AzureStorage(Storage, SignedURLs, ServerCopy, Resumable):
             endpoint = config.settings.get("endpoint") or f"https://{account}.blob.core.windows.net"
             service = BlobServiceClient(endpoint, credential={"account_name": account, "account_key": key},
                                         retry_policy=policy)
-        return cls(config.name, service, config.require("container"), retry)
+        from_url = config.settings.get("copy_from_url", True)  # false where Put Block From URL is missing (Azurite)
+        if not isinstance(from_url, bool):
+            raise ConfigError(f"storage '{config.name}' has copy_from_url {from_url!r}; it is true or false")
+        return cls(config.name, service, config.require("container"), retry, from_url)
 
     @contextlib.contextmanager
     def errors(self, key: str = ""):
@@ -304,6 +311,9 @@ class AzureStorage(Storage, SignedURLs, ServerCopy, Resumable):
                                 permission=BlobSasPermissions(read=True),
                                 expiry=datetime.now(timezone.utc) + timedelta(seconds=seconds))
         return f"{self.container.get_blob_client(key).url}?{sas}"
+
+    def copies_from(self, source: Storage) -> bool:
+        return isinstance(source, AzureStorage) or (isinstance(source, SignedURLs) and self.from_url)
 
     def server_copy(self, source: Storage, info: ObjectInfo, key: str, part_size: int) -> str | None:
         """Copy Blob from another Azure blob; Put Block From URL from any source that signs URLs

@@ -62,10 +62,11 @@ class Reader(ABC):
 
 @dataclass(frozen=True)
 class Part:
-    """A part an earlier run already uploaded: its size and MD5 (hex), where the target tells."""
+    """A part an earlier run already uploaded: its size, MD5 (hex) and CRC64, where the target tells."""
 
     size: int | None = None
     md5: str | None = None
+    crc64: int | None = None
 
 
 class Upload(ABC):
@@ -91,6 +92,11 @@ class Upload(ABC):
         """Count part `number` of `uploaded` (whose bytes are `data`) in the object instead of
         sending it again."""
         raise NotImplementedError(f"{self.__class__.__name__} has no uploaded parts to keep")
+
+    def adopt(self, number: int) -> None:
+        """Count part `number` of `uploaded` in the object as the target holds it, without its
+        bytes (they were sent by another process: see cluster.py)."""
+        raise NotImplementedError(f"{self.__class__.__name__} cannot complete parts sent elsewhere")
 
     @abstractmethod
     def complete(self, md5: bytes | None) -> None:
@@ -238,6 +244,10 @@ class ServerCopy(ABC):
     def server_copy(self, source: Storage, info: ObjectInfo, key: str, part_size: int) -> str | None:
         """Copy `info` from `source` to `key` and return how (e.g. 'server-copy'), or None when this
         pair cannot be copied that way (the engine then streams)."""
+
+    def copies_from(self, source: Storage) -> bool:
+        """Whether `server_copy` may copy from `source` (as far as is known before trying)."""
+        return True
 
 
 class Resumable(ABC):

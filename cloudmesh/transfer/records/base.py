@@ -86,6 +86,14 @@ HEARTBEAT = 1.0  # seconds between a running transfer's lease renewals
 LEASE = 30.0  # a running transfer whose lease is this old has lost its owner (e.g. on another host)
 
 
+def watched(owner: str, transfer: dict | None, now: float) -> Beat:
+    """A watch's answer from a transfer's row: its owner, state, cancel flag and heartbeat."""
+    if not transfer or transfer["owner"] != owner or transfer["state"] != State.RUNNING or \
+            now - (transfer["heartbeat"] or 0) > LEASE:
+        return Beat.LOST
+    return Beat.CANCEL if transfer["cancel"] else Beat.RUN
+
+
 def pid_alive(pid: int) -> bool:
     """True while process `pid` of this host runs (a zombie has ended)."""
     try:
@@ -159,10 +167,17 @@ def status_view(transfer: dict, counts: dict, notes: list[dict]) -> dict:
         "host": transfer.get("host"),
         "pid": transfer.get("pid"),
         "uploads_open": counts.get("uploads_open", 0),
+        "workers": counts.get("workers", {}),
         "errors": [{"path": n["path"], "message": n["message"]} for n in notes if n["state"] == ObjectState.FAILED],
         "unverified": [{"path": n["path"], "message": n["message"]} for n in notes if n["state"] == ObjectState.UNVERIFIED],
         "warnings": [{"path": n["path"], "message": n["warning"]} for n in notes if n.get("warning")],
     }
+
+
+def workers_view(objects: dict[str, int], nbytes: dict[str, int]) -> dict:
+    """Per worker address of a cluster: the objects it settled and the bytes it sent."""
+    return {worker: {"objects": objects.get(worker, 0), "bytes": nbytes.get(worker, 0)}
+            for worker in sorted({*objects, *nbytes})}
 
 
 def statistic_view(states: dict, by_route: dict, seconds: float) -> dict:
@@ -213,10 +228,12 @@ class Records(ABC):
             self.update_object(transfer_id, path, **fields)
 
     @abstractmethod
-    def part_done(self, transfer_id: str, path: str, upload: str, number: int, md5: str, bytes_done: int) -> None:
+    def part_done(self, transfer_id: str, path: str, upload: str, number: int, md5: str, bytes_done: int | None,
+                  size: int = 0) -> None:
         """Record that part `number` of the object's upload `upload` is stored, with its checksum
         (integrity.part_record: MD5 hex, or 'crc64:...'; the column is named md5), and the object's
-        bytes done, at once."""
+        bytes done, at once; `bytes_done` None adds the part's `size` instead (parts sent by
+        several processes at once: cluster.py)."""
 
     @abstractmethod
     def parts(self, transfer_id: str, path: str, upload: str) -> dict[int, str]:
@@ -231,6 +248,20 @@ class Records(ABC):
     @abstractmethod
     def heartbeat(self, transfer_id: str, owner: str) -> Beat:
         """Renew the owner's lease, and say whether it goes on (see Beat)."""
+
+    @abstractmethod
+    def watch(self, transfer_id: str, owner: str) -> Beat:
+        """What the owner's heartbeat would answer, without renewing its lease: for the workers of a
+        cluster, which stop on a cancel, or once the owner lost the transfer or stopped renewing
+        its lease (its client died)."""
+
+    @abstractmethod
+    def found(self, transfer_id: str, paths: list[str]) -> dict[str, ObjectRow]:
+        """The rows of these objects, by path (as a worker's task finds them when it starts)."""
+
+    @abstractmethod
+    def worker_done(self, transfer_id: str, worker: str, objects: int, nbytes: int) -> None:
+        """Add to what one worker of a cluster settled: objects, and bytes it sent (status' `workers`)."""
 
     @abstractmethod
     def request_cancel(self, transfer_id: str) -> None:

@@ -23,7 +23,7 @@ from pymongo.errors import (BulkWriteError, ConfigurationError, ConnectionFailur
 
 from cloudmesh.transfer.errors import Conflict, ConfigError, IdInUse, NotFound, RecordsError, TransferError
 from cloudmesh.transfer.records.base import (SETTLED, Beat, ObjectRow, Records, owner_alive, state_of, statistic_view,
-                                             status_view)
+                                             status_view, watched, workers_view)
 
 TRANSFER_FIELDS = ("state", "source", "target", "route", "copy", "recursive", "started", "finished", "host", "pid",
                    "message", "owner", "heartbeat", "cancel", "listing", "cursor", "selection")
@@ -35,6 +35,7 @@ INDEXES = {
                 ([("transfer_id", 1), ("seq", 1)], {"name": "transfer_seq"}),
                 ([("transfer_id", 1), ("state", 1)], {"name": "transfer_state"})],
     "parts": [([("transfer_id", 1), ("path", 1), ("upload", 1), ("number", 1)], {"unique": True, "name": "part"})],
+    "workers": [([("transfer_id", 1), ("worker", 1)], {"unique": True, "name": "transfer_worker"})],
     "transfers": [([("state", 1), ("started", -1), ("_id", 1)], {"name": "state_started"}),
                   ([("started", -1), ("_id", 1)], {"name": "started"})],
 }
@@ -133,6 +134,7 @@ class MongoRecords(Records):
         self.transfers_ = database["transfers"]
         self.objects_ = database["objects"]
         self.parts_ = database["parts"]
+        self.workers_ = database["workers"]
         for name, indexes in INDEXES.items():
             for keys, options in indexes:
                 database[name].create_index(keys, **options)
@@ -200,11 +202,13 @@ class MongoRecords(Records):
         return (self.transfers_.find_one({"_id": transfer_id}, {"cursor": 1}) or {}).get("cursor")
 
     @guarded
-    def part_done(self, transfer_id: str, path: str, upload: str, number: int, md5: str, bytes_done: int) -> None:
+    def part_done(self, transfer_id: str, path: str, upload: str, number: int, md5: str, bytes_done: int | None,
+                  size: int = 0) -> None:
         """The part first, then the object's bytes done: a crash between them loses only progress."""
         self.parts_.update_one({"transfer_id": transfer_id, "path": path, "upload": upload, "number": number},
                                {"$set": {"md5": md5}}, upsert=True)
-        self.objects_.update_one({"transfer_id": transfer_id, "path": path}, {"$set": {"bytes_done": bytes_done}})
+        change = {"$inc": {"bytes_done": size}} if bytes_done is None else {"$set": {"bytes_done": bytes_done}}
+        self.objects_.update_one({"transfer_id": transfer_id, "path": path}, change)
 
     @guarded
     def parts(self, transfer_id: str, path: str, upload: str) -> dict[int, str]:
@@ -243,6 +247,21 @@ class MongoRecords(Records):
         if doc is None:
             return Beat.LOST
         return Beat.CANCEL if doc.get("cancel") else Beat.RUN
+
+    @guarded
+    def watch(self, transfer_id: str, owner: str) -> Beat:
+        doc = self.transfers_.find_one({"_id": transfer_id}, {"owner": 1, "state": 1, "cancel": 1, "heartbeat": 1})
+        return watched(owner, doc and {"cancel": 0, "heartbeat": None, **doc}, time.time())
+
+    @guarded
+    def found(self, transfer_id: str, paths: list[str]) -> dict[str, ObjectRow]:
+        return {doc["path"]: ObjectRow.of(doc) for doc in self.objects_.find({"transfer_id": transfer_id,
+                                                                               "path": {"$in": list(paths)}})}
+
+    @guarded
+    def worker_done(self, transfer_id: str, worker: str, objects: int, nbytes: int) -> None:
+        self.workers_.update_one({"transfer_id": transfer_id, "worker": worker},
+                                 {"$inc": {"objects": objects, "bytes": nbytes}}, upsert=True)
 
     @guarded
     def request_cancel(self, transfer_id: str) -> None:
@@ -316,9 +335,15 @@ class MongoRecords(Records):
                                        "_id": 0}).sort([("transfer_id", 1), ("seq", 1)]):
             notes[doc["transfer_id"]].append({"path": doc["path"], "state": doc["state"],
                                               "message": doc.get("message"), "warning": doc.get("warning")})
+        for doc in self.workers_.find({"transfer_id": {"$in": ids}}):
+            workers = counts[doc["transfer_id"]].setdefault("workers", {})
+            workers[doc["worker"]] = {"objects": doc.get("objects", 0), "bytes": doc.get("bytes", 0)}
         views = []
         for doc in docs:
             count = counts[doc["_id"]]
+            workers = count.get("workers", {})
+            count["workers"] = workers_view({w: v["objects"] for w, v in workers.items()},
+                                            {w: v["bytes"] for w, v in workers.items()})
             count["methods"] = dict(sorted(count["methods"].items()))
             count["proofs"] = dict(sorted(count["proofs"].items()))
             views.append(status_view(self.row(doc), count, notes[doc["_id"]]))

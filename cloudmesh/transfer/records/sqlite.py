@@ -17,7 +17,8 @@ from pathlib import Path
 
 from cloudmesh.transfer.errors import Conflict, IdInUse, NotFound, RecordsBusy, RecordsError
 from cloudmesh.transfer.limits import RECORDS_WAIT
-from cloudmesh.transfer.records.base import SETTLED, Beat, ObjectRow, Records, owner_alive, state_of, statistic_view, status_view
+from cloudmesh.transfer.records.base import (SETTLED, Beat, ObjectRow, Records, owner_alive, state_of, statistic_view,
+                                             status_view, watched, workers_view)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS transfers (
@@ -330,12 +331,13 @@ class SQLiteRecords(Records):
             return row[0] if row else None
 
     @guarded
-    def part_done(self, transfer_id: str, path: str, upload: str, number: int, md5: str, bytes_done: int) -> None:
+    def part_done(self, transfer_id: str, path: str, upload: str, number: int, md5: str, bytes_done: int | None,
+                  size: int = 0) -> None:
         with self.transaction() as db:
             db.execute("INSERT OR REPLACE INTO parts (transfer_id, path, upload, number, md5) VALUES (?, ?, ?, ?, ?)",
                        (transfer_id, path, upload, number, md5))
-            db.execute("UPDATE objects SET bytes_done = ? WHERE transfer_id = ? AND path = ?",
-                       (bytes_done, transfer_id, path))
+            db.execute("UPDATE objects SET bytes_done = coalesce(?, bytes_done + ?) WHERE transfer_id = ? AND path = ?",
+                       (bytes_done, size, transfer_id, path))
 
     @guarded
     def parts(self, transfer_id: str, path: str, upload: str) -> dict[int, str]:
@@ -367,6 +369,31 @@ class SQLiteRecords(Records):
                 return Beat.LOST
             cancel = db.execute("SELECT cancel FROM transfers WHERE id = ?", (transfer_id,)).fetchone()[0]
         return Beat.CANCEL if cancel else Beat.RUN
+
+    @guarded
+    def watch(self, transfer_id: str, owner: str) -> Beat:
+        with self.lock:
+            row = self.db.execute("SELECT owner, state, cancel, heartbeat FROM transfers WHERE id = ?",
+                                  (transfer_id,)).fetchone()
+        return watched(owner, row and dict(row), time.time())
+
+    @guarded
+    def found(self, transfer_id: str, paths: list[str]) -> dict[str, ObjectRow]:
+        rows = {}
+        with self.lock:
+            for start in range(0, len(paths), 500):  # within SQLite's limit of bound parameters
+                chunk = paths[start:start + 500]
+                for r in self.db.execute(f"SELECT * FROM objects WHERE transfer_id = ? AND path IN "
+                                         f"({', '.join('?' * len(chunk))})", (transfer_id, *chunk)):
+                    rows[r["path"]] = ObjectRow.of(dict(r))
+        return rows
+
+    @guarded
+    def worker_done(self, transfer_id: str, worker: str, objects: int, nbytes: int) -> None:
+        with self.transaction() as db:
+            db.executemany(f"INSERT INTO totals VALUES (?, ?, ?) {ADD}",
+                           [(transfer_id, f"worker-objects:{worker}", objects),
+                            (transfer_id, f"worker-bytes:{worker}", nbytes)])
 
     @guarded
     def request_cancel(self, transfer_id: str) -> None:
@@ -409,6 +436,7 @@ class SQLiteRecords(Records):
         counts = {"objects_total": sum(states.values()), "bytes_total": sum(each("bytes").values()),
                   "bytes_done": totals.get("bytes_done", 0), "uploads_open": totals.get("uploads_open", 0),
                   "methods": each("method"), "proofs": each("proof"),
+                  "workers": workers_view(each("worker-objects"), each("worker-bytes")),
                   **{f"objects_{state}": states.get(state, 0) for state in ("done", "failed", "skipped", "unverified")}}
         notes = [dict(e) for e in self.db.execute(
             f"SELECT path, state, message, warning FROM objects WHERE transfer_id = ? AND ({NOTES}) ORDER BY seq",
