@@ -33,6 +33,7 @@ class DaskCluster:
     cloudmesh config (as each host has its own), stopped by PID."""
 
     def __init__(self, env, tmp_path: Path):
+        tmp_path.mkdir(exist_ok=True)
         self.env, self.file = env, tmp_path / "scheduler.json"
         self.logs = tmp_path
         self.scheduler = self.spawn("scheduler", [DASK, "scheduler", "--host", "127.0.0.1", "--port", "0",
@@ -141,3 +142,216 @@ def test_s3_to_azure_spread_over_two_workers_with_one_object_split_across_them(d
     assert sum(w["objects"] for w in workers.values()) == 250  # the split object is completed by the client
     assert sum(w["bytes"] for w in workers.values()) == sum(len(d) for d in tree.values())
     assert status["proofs"] == {"etag-parts": 1, "md5": 250}
+
+
+def records_of(env, monkeypatch):
+    """The test's records, read here as the workers and the command write them."""
+    from cloudmesh.transfer.records import open_records
+    monkeypatch.setenv("CLOUDMESH_CONFIG_DIR", str(env.config_dir))
+    for name, value in records_env().items():
+        monkeypatch.setenv(name, value)
+    return open_records()
+
+
+def start(env, *args) -> subprocess.Popen:
+    """The real command in the background, its output kept for the test to read."""
+    return subprocess.Popen([str(Path(sys.executable).with_name("cms")), "transfer", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env.environ(**records_env()), cwd=env.config_dir)
+
+
+def wait_until(condition, what: str, seconds: float = 120):
+    deadline = time.monotonic() + seconds
+    while not (found := condition()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+    return found
+
+
+def bytes_done(records, transfer_id: str) -> int:
+    status = records.status(transfer_id)
+    return status["bytes_done"] if status else 0
+
+
+def uncommitted(env, prefix: str) -> int:
+    """Bytes of blocks staged under `prefix` and never committed."""
+    container = env.azure
+    return sum(block.size for blob in container.list_blobs(name_starts_with=prefix, include=["uncommittedblobs"])
+               for block in container.get_blob_client(blob.name).get_block_list("uncommitted")[1])
+
+
+def test_kill_9_of_one_of_two_workers_costs_at_most_the_parts_in_flight(dask_cluster, cluster_env, monkeypatch):
+    """The bytes the workers send to Azure, counted at a proxy in front of it, are the object
+    bytes plus at most 2 parts per worker, and the transfer completes byte for byte."""
+    env = cluster_env
+    proxy = FaultProxy(f"http://127.0.0.1:{env.emulators.azure_port}", seed=1, flavor="azure")
+    try:
+        env.add_storage("counted", "azure", endpoint=f"{proxy.url}/{emu.AZURITE_ACCOUNT}", copy_from_url=False)
+        dask_cluster.add_worker("w1")
+        dask_cluster.add_worker("w2")
+        addresses = dask_cluster.wait_for_workers(2)
+        tree = seed_tree(env, env.prefix, files=40, big=24 * PART + 999)
+        total = sum(len(data) for data in tree.values())
+        records = records_of(env, monkeypatch)
+        client = start(env, "copy", f"--source=awss3:{env.prefix}", f"--target=counted:{env.prefix}", "-r",
+                       f"--cluster={dask_cluster.address}", "--id=killed", "--parallel=2", "--output=json")
+        wait_until(lambda: bytes_done(records, "killed") >= 6 * PART, "a quarter of the bytes")
+        dask_cluster.kill("w1")
+        out, err = client.communicate(timeout=300)
+        assert client.returncode == 0, err + dask_cluster.log("w2")
+        status = json.loads(out)
+        assert status["state"] == "completed" and status["objects_done"] == 41
+        assert digests(env.tree("azure", env.prefix)) == digests(tree)
+        assert total <= proxy.bytes_up <= total + 2 * 2 * PART, (proxy.bytes_up - total) / PART
+        assert status["workers"][addresses["w2"]]["bytes"] > 0  # the survivor took over
+        assert uncommitted(env, env.prefix) == 0
+    finally:
+        proxy.stop()
+
+
+def test_cancel_stops_every_workers_tasks_and_aborts_the_uploads_then_resume_finishes(dask_cluster, cluster_env,
+                                                                                      monkeypatch):
+    env = cluster_env
+    dask_cluster.add_worker("w1")
+    dask_cluster.add_worker("w2")
+    dask_cluster.wait_for_workers(2)
+    tree = seed_tree(env, env.prefix, files=20, big=40 * PART)
+    records = records_of(env, monkeypatch)
+    client = start(env, "copy", f"--source=awss3:{env.prefix}", f"--target=az:{env.prefix}", "-r",
+                   f"--cluster={dask_cluster.address}", "--id=cancelled", "--parallel=2", "--output=json")
+    wait_until(lambda: bytes_done(records, "cancelled") >= 2 * PART, "the first parts")
+    began = time.monotonic()
+    result = env.transfer("cancel", "--id=cancelled", "--output=json", **records_env())
+    assert result.returncode == 0, result.stderr
+    out, err = client.communicate(timeout=60)
+    stopped = time.monotonic() - began
+    assert client.returncode == 1 and "cancelled" in err, err
+    status = status_of(env, "cancelled")
+    assert status["state"] == "cancelled" and status["uploads_open"] == 0, err
+    assert stopped < 15, stopped
+    assert "big.bin" not in env.tree("azure", env.prefix)
+    assert uncommitted(env, env.prefix) == 0
+
+    result = env.transfer("resume", "--id=cancelled", f"--cluster={dask_cluster.address}", "--output=json",
+                          timeout=300, **records_env())
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["state"] == "completed"
+    assert digests(env.tree("azure", env.prefix)) == digests(tree)
+
+
+def test_a_client_killed_mid_transfer_reads_interrupted_and_resume_on_the_cluster_finishes(dask_cluster, cluster_env,
+                                                                                          monkeypatch):
+    env = cluster_env
+    dask_cluster.add_worker("w1")
+    dask_cluster.add_worker("w2")
+    dask_cluster.wait_for_workers(2)
+    tree = seed_tree(env, env.prefix, files=300, big=30 * PART)
+    records = records_of(env, monkeypatch)
+    client = start(env, "copy", f"--source=awss3:{env.prefix}", f"--target=az:{env.prefix}", "-r",
+                   f"--cluster={dask_cluster.address}", "--id=orphaned", "--parallel=2")
+    wait_until(lambda: bytes_done(records, "orphaned") >= 2 * PART, "the first parts")
+    client.send_signal(signal.SIGKILL)
+    client.wait()
+    assert status_of(env, "orphaned")["state"] == "interrupted"
+
+    result = env.transfer("resume", "--id=orphaned", f"--cluster={dask_cluster.address}", "--output=json",
+                          timeout=300, **records_env())
+    assert result.returncode == 0, result.stderr
+    status = json.loads(result.stdout)
+    assert status["state"] == "completed" and status["objects_done"] == 301
+    assert digests(env.tree("azure", env.prefix)) == digests(tree)
+    assert uncommitted(env, env.prefix) == 0
+
+
+def test_a_scheduler_that_goes_away_fails_the_transfer_with_one_line_and_resume_goes_on(dask_cluster, cluster_env,
+                                                                                       monkeypatch, tmp_path):
+    env = cluster_env
+    dask_cluster.add_worker("w1")
+    dask_cluster.wait_for_workers(1)
+    tree = seed_tree(env, env.prefix, files=20, big=30 * PART)
+    records = records_of(env, monkeypatch)
+    client = start(env, "copy", f"--source=awss3:{env.prefix}", f"--target=az:{env.prefix}", "-r",
+                   f"--cluster={dask_cluster.address}", "--id=orphaned", "--parallel=2")
+    wait_until(lambda: bytes_done(records, "orphaned") >= PART, "the first part")
+    dask_cluster.scheduler.send_signal(signal.SIGKILL)
+    out, err = client.communicate(timeout=120)
+    assert client.returncode == 1
+    lines = [line for line in err.splitlines() if line.startswith("ERROR")]
+    assert len(lines) == 1 and "Dask scheduler" in lines[0] and "resume" in lines[0], err
+    assert status_of(env, "orphaned")["state"] == "failed"
+    dask_cluster.stop()
+
+    again = DaskCluster(env, tmp_path / "again")
+    try:
+        again.add_worker("w2")
+        again.wait_for_workers(1)
+        result = env.transfer("resume", "--id=orphaned", f"--cluster={again.address}", "--output=json",
+                              timeout=300, **records_env())
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout)["state"] == "completed"
+        assert digests(env.tree("azure", env.prefix)) == digests(tree)
+    finally:
+        again.stop()
+
+
+def test_workers_2_starts_a_local_cluster_for_the_transfer_and_prints_its_dashboard(cluster_env):
+    env = cluster_env
+    tree = seed_tree(env, env.prefix, files=250, big=6 * PART)
+    result = env.transfer("copy", f"--source=awss3:{env.prefix}", f"--target=az:{env.prefix}", "-r", "--workers=2",
+                          "--output=json", timeout=300, **records_env())
+    assert result.returncode == 0, result.stderr
+    assert "Dask dashboard of the 2 local workers: http://127.0.0.1:" in result.stderr
+    status = json.loads(result.stdout)
+    assert status["state"] == "completed" and len(status["workers"]) == 2
+    assert digests(env.tree("azure", env.prefix)) == digests(tree)
+
+
+def test_bad_cluster_options_are_one_line_each_and_record_nothing(cluster_env):
+    env = cluster_env
+    env.put("awss3", f"{env.prefix}/a.txt", b"a")
+    source, target = f"--source=awss3:{env.prefix}", f"--target=az:{env.prefix}"
+    cases = [(["--cluster=10.0.0.5:8786"], 2, "is not a Dask scheduler address"),
+             (["--workers=0"], 2, "--workers must be between 1 and 64, not 0"),
+             (["--workers=many"], 2, "--workers must be a whole number"),
+             (["--cluster=tcp://127.0.0.1:9", "--workers=2"], 2, "invalid arguments"),
+             (["--cluster=tcp://127.0.0.1:9"], 1, "cannot reach the Dask scheduler at tcp://127.0.0.1:9")]
+    for extra, code, message in cases:
+        result = env.transfer("copy", source, target, "-r", *extra, timeout=60)
+        assert result.returncode == code and message in result.stderr, (extra, result.stderr)
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert json.loads(env.transfer("status", "--output=json").stdout) == []
+
+
+def test_without_a_cluster_nothing_of_dask_is_imported(cluster_env):
+    env = cluster_env
+    env.put("local", "src/a.txt", b"a")
+    code = ("import sys; from cloudmesh.transfer import Transfer; "
+            "s = Transfer().copy('local:src', 'local:dst', recursive=True); "
+            "print(s['state'], sorted(m for m in sys.modules if m.split('.')[0] in ('dask', 'distributed')))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env.environ(),
+                            cwd=env.config_dir, timeout=60)
+    assert result.stdout.split() == ["completed", "[]"], result.stderr
+
+
+def test_a_transfer_started_over_rest_runs_on_the_cluster_the_request_names(dask_cluster, cluster_env):
+    from test_service import Service
+    env = cluster_env
+    dask_cluster.add_worker("w1")
+    addresses = dask_cluster.wait_for_workers(1)
+    tree = seed_tree(env, env.prefix, files=30, big=6 * PART)
+    service = Service(env.environ(**records_env()), env.config_dir)
+    try:
+        bad = service.call("POST", "/transfers", {"source": f"awss3:{env.prefix}", "target": f"az:{env.prefix}",
+                                                  "recursive": True, "cluster": "tcp://127.0.0.1:9"})
+        assert bad.status == 502 and b"cannot reach the Dask scheduler" in bad.data, bad.data
+        bad = service.call("POST", "/transfers", {"source": f"awss3:{env.prefix}", "target": f"az:{env.prefix}",
+                                                  "cluster": "nowhere"})
+        assert bad.status == 400 and b"is not a Dask scheduler address" in bad.data, bad.data
+        started = service.json("POST", "/transfers", {"source": f"awss3:{env.prefix}", "target": f"az:{env.prefix}",
+                                                      "recursive": True, "id": "rest", "cluster": dask_cluster.address},
+                               expect=202)
+        assert started["id"] == "rest"
+        final = service.wait("rest", 300)
+        assert final["state"] == "completed" and list(final["workers"]) == [addresses["w1"]]
+        assert digests(env.tree("azure", env.prefix)) == digests(tree)
+    finally:
+        service.stop()

@@ -1072,3 +1072,52 @@ def test_two_processes_opening_a_new_sqlite_file_at_once_both_succeed(tmp_path):
         for process in processes:
             process.join(60)
         assert [process.exitcode for process in processes] == [0, 0], attempt
+
+
+def test_watch_tells_workers_run_cancel_or_lost_without_renewing_the_lease(backend, records):
+    """What a cluster's workers see: the owner's heartbeat answers, read only; a lease gone silent
+    (the client died) is lost to them, and watching does not renew it."""
+    records.create(transfer("t1", owner="first"), objects(1))
+    assert records.watch("t1", "first") == "run"
+    assert records.watch("t1", "someone-else") == "lost"
+    assert records.watch("never", "first") == "lost"
+    records.request_cancel("t1")
+    assert records.watch("t1", "first") == "cancel"
+    backend.poke("t1", heartbeat=time.time() - LEASE - 1)
+    assert records.watch("t1", "first") == "lost"
+    records.finish("t1", "failed", owner="first")
+    assert records.watch("t1", "first") == "lost"
+
+
+def test_found_reads_the_rows_of_named_objects_only(records):
+    records.create(transfer("t1"), named(*(f"p{i}" for i in range(1200))))
+    records.create(transfer("t2"), named("p1"))
+    records.update_object("t1", "p7", state="done", bytes_done=5)
+    rows = records.found("t1", [f"p{i}" for i in range(0, 1200, 2)] + ["missing"])
+    assert sorted(rows) == sorted(f"p{i}" for i in range(0, 1200, 2))
+    assert rows["p0"].transfer_id == "t1" and rows["p0"].state == "pending"
+    assert records.found("t1", ["p7"])["p7"].bytes_done == 5
+    assert records.found("t1", []) == {}
+
+
+def test_parts_sent_by_several_processes_add_to_the_bytes_done(records):
+    records.create(transfer("t1"), objects(100))
+    records.part_done("t1", "f0", "u", 2, "bb", None, 30)
+    records.part_done("t1", "f0", "u", 1, "aa", None, 40)
+    assert records.objects("t1")[0].bytes_done == 70
+    assert records.status("t1")["bytes_done"] == 70
+    assert records.parts("t1", "f0", "u") == {1: "aa", 2: "bb"}
+
+
+def test_worker_totals_add_up_per_worker_address_in_the_status(records):
+    records.create(transfer("t1"), objects(1))
+    records.create(transfer("t2"), objects(1))
+    assert records.status("t1")["workers"] == {}
+    records.worker_done("t1", "tcp://127.0.0.1:1", 3, 300)
+    records.worker_done("t1", "tcp://127.0.0.1:2", 0, 50)
+    records.worker_done("t1", "tcp://127.0.0.1:1", 2, 20)
+    assert records.status("t1")["workers"] == {"tcp://127.0.0.1:1": {"objects": 5, "bytes": 320},
+                                               "tcp://127.0.0.1:2": {"objects": 0, "bytes": 50}}
+    assert records.status("t2")["workers"] == {}
+    listed = {view["id"]: view["workers"] for view in records.transfers()}
+    assert listed == {"t1": records.status("t1")["workers"], "t2": {}}

@@ -18,7 +18,7 @@ from dataclasses import replace
 
 import distributed
 
-from cloudmesh.transfer.engine import Copied, Engine, Halt, Lease, one_line, part_size, shape
+from cloudmesh.transfer.engine import Copied, Engine, Halt, Lease, Stopped, one_line, part_size, shape
 from cloudmesh.transfer.errors import IntegrityError, TransferError, UsageError
 from cloudmesh.transfer.executor import BoundedExecutor
 from cloudmesh.transfer.integrity import Claim, divisible, parts_outcome
@@ -27,12 +27,28 @@ from cloudmesh.transfer.limits import (CLUSTER_BATCH_BYTES, CLUSTER_BATCH_OBJECT
 from cloudmesh.transfer.planner import Item
 from cloudmesh.transfer.progress import Progress
 from cloudmesh.transfer.providers import ObjectInfo, Resumable, ServerCopy
-from cloudmesh.transfer.records.base import HEARTBEAT, ObjectState, State
+from cloudmesh.transfer.records.base import HEARTBEAT, Beat, ObjectState, State
 from cloudmesh.transfer.records.batch import Batch
 from cloudmesh.transfer.worker import Job, run_batch, run_parts
 
 log = logging.getLogger(__name__)
 SCHEMES = ("tcp://", "tls://", "inproc://", "ucx://", "ws://", "wss://")
+
+
+def to_log_file(record: logging.LogRecord) -> bool:
+    record.stderr = False  # see logs.shown_on_stderr
+    return True
+
+
+def quiet_dask() -> None:
+    """Dask's own lines (it reconnects, a worker is lost) go to the log file, not straight to
+    stderr, where the command writes one line per failure."""
+    for name in [name for name in logging.root.manager.loggerDict if name.split(".")[0] == "distributed"]:
+        logger = logging.getLogger(name)
+        logger.handlers.clear()
+        logger.propagate = True
+        if to_log_file not in logger.filters:
+            logger.addFilter(to_log_file)
 
 
 class Cluster:
@@ -41,6 +57,7 @@ class Cluster:
 
     def __init__(self, address: str | None = None, workers: int | None = None):
         self.local = None
+        quiet_dask()
         if workers:
             self.local = distributed.LocalCluster(n_workers=workers, processes=True, host="127.0.0.1",
                                                   dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR)
@@ -109,7 +126,8 @@ class ClusterEngine(Engine):
         self.inflight: set = set()
         self.plans: dict[str, tuple[Claim, ObjectInfo, int]] = {}
         self.lost_since: float | None = None
-        self.failure: str | None = None
+        self.failure: str | None = None  # why the first task that failed did
+        self.gone: str | None = None  # the scheduler was lost
 
     def run(self, transfer_id: str, items, move: bool, lease: Lease) -> str:
         self.transfer_id = transfer_id
@@ -123,6 +141,9 @@ class ClusterEngine(Engine):
                 try:
                     self.submit(items, move)
                     self.drain()
+                    self.check_scheduler()
+                except Stopped:
+                    pass  # the scheduler is gone: self.gone says so once the objects here have stopped
                 except BaseException:
                     self.halt(Halt.INTERRUPT)
                     raise
@@ -131,6 +152,8 @@ class ClusterEngine(Engine):
             counter.end()
         if self.error is not None:
             raise self.error
+        if self.gone:
+            raise TransferError(self.gone)
         if self.reason in (Halt.LOST, Halt.INTERRUPT):
             return self.reason
         status = self.records.status(transfer_id)
@@ -138,7 +161,7 @@ class ClusterEngine(Engine):
         if not self.unsettled and settled == status["objects_total"]:
             return State.COMPLETED
         if self.failure:
-            log.warning("transfer %s: %s", transfer_id, self.failure)
+            log.info("transfer %s: %s", transfer_id, self.failure)
         return State.CANCELLED if self.cancelled else State.FAILED
 
     def halt(self, reason: str) -> None:
@@ -197,13 +220,20 @@ class ClusterEngine(Engine):
         upload, _ = self.open_upload(item, shaped, psize)
         count = math.ceil(item.source.size / psize)
         try:
-            futures = [self.send(run_parts, item, upload.token, psize,
-                                 range(first, min(first + CLUSTER_TASK_PARTS, count + 1)))
-                       for first in range(1, count + 1, CLUSTER_TASK_PARTS)]
+            futures = []
+            for first in range(1, count + 1, CLUSTER_TASK_PARTS):
+                future = self.send(run_parts, item, upload.token, psize,
+                                   range(first, min(first + CLUSTER_TASK_PARTS, count + 1)))
+                if future is None:
+                    break
+                futures.append(future)
             self.wait_for(futures)
             failed = next((f for f in futures if f.status != "finished"), None)
             if failed is not None:
                 raise TransferError(self.reason_of(failed))
+            if self.stop.is_set() or any(f.result().state != State.COMPLETED for f in futures):
+                self.heed()
+                raise Stopped
             recorded = self.records.parts(self.transfer_id, item.path, upload.token)
             missing = [n for n in range(1, count + 1) if n not in recorded]
             if missing:
@@ -233,12 +263,20 @@ class ClusterEngine(Engine):
         return Copied("stream", outcome.proof, None, outcome.reason, warnings)
 
     def send(self, fn, *args):
-        """Submit a task once fewer than CLUSTER_TASKS_PER_THREAD per worker thread are in flight."""
+        """Submit a task once fewer than CLUSTER_TASKS_PER_THREAD per worker thread are in flight;
+        None once the run is stopping."""
         with self.room:
             while not self.stop.is_set() and len(self.inflight) >= CLUSTER_TASKS_PER_THREAD * self.threads():
                 self.room.wait(HEARTBEAT)
                 self.check_scheduler()
-            future = self.cluster.client.submit(fn, self.job, *args, pure=False)
+            if self.stop.is_set():
+                self.unsettled = True
+                return None
+            try:
+                future = self.cluster.client.submit(fn, self.job, *args, pure=False)
+            except Exception:
+                self.check_scheduler()
+                raise
             self.inflight.add(future)
         future.add_done_callback(self.landed)
         return future
@@ -246,7 +284,7 @@ class ClusterEngine(Engine):
     def threads(self) -> int:
         try:
             return max(self.cluster.threads(), 1)
-        except (OSError, TimeoutError):
+        except Exception:  # the scheduler is unreachable: check_scheduler tells how long for
             return 1
 
     def landed(self, future) -> None:
@@ -256,9 +294,19 @@ class ClusterEngine(Engine):
             self.failure = self.failure or self.reason_of(future)
         elif future.result().state != State.COMPLETED:
             self.unsettled = True
+            self.heed()
         with self.room:
             self.inflight.discard(future)
             self.room.notify_all()
+
+    def heed(self) -> None:
+        """Take on a cancel (or a takeover) that the workers saw in the records before this run's lease did."""
+        try:
+            answer = self.records.watch(self.transfer_id, self.job.owner)
+        except Exception:
+            return  # the lease sees it at its next beat
+        if answer != Beat.RUN:
+            self.halt(answer)
 
     @staticmethod
     def reason_of(future) -> str:
@@ -284,13 +332,18 @@ class ClusterEngine(Engine):
         self.wait_for(pending)
 
     def check_scheduler(self) -> None:
-        """Pass a Ctrl-C on to the workers (through the records); fail once the scheduler is gone."""
+        """Pass a Ctrl-C on to the workers (through the records). A scheduler that closed the
+        connection, or was unreachable for CLUSTER_GONE seconds, stops the run as a crash would
+        (the parts sent are kept for resume) and raises Stopped."""
         if self.stop.is_set() and self.reason is None:
             self.halt(Halt.CANCEL)
-        if self.cluster.client.status == "running":
+        status = self.cluster.client.status
+        if status == "running":
             self.lost_since = None
             return
         self.lost_since = self.lost_since or time.monotonic()
-        if time.monotonic() - self.lost_since > CLUSTER_GONE:
-            raise TransferError(f"lost the Dask scheduler at {self.cluster.address}; 'cms transfer resume "
-                                f"--id={self.transfer_id}' goes on with it")
+        if status in ("closing", "closed") or time.monotonic() - self.lost_since > CLUSTER_GONE:
+            self.gone = (f"lost the Dask scheduler at {self.cluster.address}; 'cms transfer resume "
+                         f"--id={self.transfer_id}' goes on with it")
+            self.halt(Halt.INTERRUPT)
+            raise Stopped

@@ -118,6 +118,8 @@ class Service:
     def execute(self, api: Transfer, run: Run, memory: int) -> None:
         try:
             api.execute(run)
+        except TransferError as e:
+            log.warning("transfer '%s' failed: %s", run.id, e)  # its record says so too
         except Exception:
             log.exception("transfer '%s' stopped by an internal error", run.id)
         finally:

@@ -49,15 +49,20 @@ def health():
 
 
 def create_transfer(body: dict):
-    api = transfer(config=TransferConfig.of(**{name: body[name] for name in OPTIONS if name in body}))
+    api = transfer(config=TransferConfig.of(**{name: body[name] for name in OPTIONS if name in body}),
+                   cluster=body.get("cluster"), workers=body.get("workers"))
     selection = Selection(body.get("include", []), body.get("exclude", []), body.get("sync"))
 
     def prepare():
+        api.connect()
         try:
             return api.create(body["source"], body["target"], body.get("recursive", False), body.get("id"),
                               body.get("move", False), selection)
-        except NotFound as e:  # a source that does not exist is bad input here, not an unknown transfer
-            raise UsageError(str(e)) from None
+        except BaseException as e:
+            api.disconnect()
+            if isinstance(e, NotFound):  # a source that does not exist is bad input here, not an unknown transfer
+                raise UsageError(str(e)) from None
+            raise
 
     run = app.SERVICE.launch(api, prepare)
     return answer(reader().status(run.id), 202, run.id)
