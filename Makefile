@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 AZURITE := deploy/node_modules/.bin/azurite-blob
 
-.PHONY: install test test-records serve demo emulators stop clean upgrade-deps
+.PHONY: install test test-records test-cluster serve demo emulators stop clean upgrade-deps
 
 install: $(BIN)/cms $(AZURITE)
 
@@ -34,6 +34,12 @@ test: install
 # CMS_TRANSFER_TEST_MONGO_URL=mongodb://host:27017 make test-records
 test-records: $(BIN)/cms
 	$(BIN)/python -m pytest -q tests/test_records.py
+
+# Only the cluster tests (real dask scheduler and worker processes, SQLite records shared on this
+# host); with every process keeping the records in a real MongoDB server instead:
+# CMS_TRANSFER_TEST_MONGO_URL=mongodb://host:27017 make test-cluster
+test-cluster: $(BIN)/cms
+	$(BIN)/python -m pytest -q tests/test_cluster.py
 
 # The REST service on 127.0.0.1:8400 (HOST=... PORT=... to change); see README, "REST service".
 HOST ?= 127.0.0.1
@@ -69,3 +75,9 @@ bench-scale: install
 .PHONY: bench-records
 bench-records: install
 	$(BIN)/python benchmarks/records.py $(ARGS)
+
+# One transfer on this host alone, on 1 and on 2 Dask workers, the scheduler's cost per task, and the
+# model of N hosts (benchmarks/cluster.py; README, "Running on a cluster"); e.g. ARGS="--big 64 --runs 1".
+.PHONY: bench-cluster
+bench-cluster: install
+	$(BIN)/python benchmarks/cluster.py $(ARGS)

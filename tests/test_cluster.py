@@ -11,10 +11,13 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import boto3.s3.transfer
 import pytest
+import yaml
 
 import emulators as emu
 from faultproxy import FaultProxy
@@ -24,8 +27,31 @@ MONGO = os.environ.get("CMS_TRANSFER_TEST_MONGO_URL")
 PART = 5 * 1024 * 1024
 
 
+RECORDS: dict = {}  # the environment that puts every process's records in the test's MongoDB database
+
+
 def records_env() -> dict:
-    return {"CMS_TRANSFER_RECORDS": "mongo", "CMS_TRANSFER_MONGO_URL": MONGO} if MONGO else {}
+    return dict(RECORDS)
+
+
+@pytest.fixture(autouse=True)
+def mongo_records():
+    """With CMS_TRANSFER_TEST_MONGO_URL, a database of the test's own on that server (dropped
+    after it), where the command, the service and every worker keep the records."""
+    global RECORDS
+    if not MONGO:
+        yield
+        return
+    import pymongo
+    name = f"cms_cluster_{uuid.uuid4().hex[:10]}"
+    parts = urlsplit(MONGO)
+    RECORDS = {"CMS_TRANSFER_RECORDS": "mongo", "CMS_TRANSFER_MONGO_URL": urlunsplit(parts._replace(path=f"/{name}"))}
+    try:
+        yield
+    finally:
+        RECORDS = {}
+        with pymongo.MongoClient(MONGO) as client:
+            client.drop_database(name)
 
 
 class DaskCluster:
@@ -293,16 +319,17 @@ def test_a_scheduler_that_goes_away_fails_the_transfer_with_one_line_and_resume_
         again.stop()
 
 
-def test_workers_2_starts_a_local_cluster_for_the_transfer_and_prints_its_dashboard(cluster_env):
+def test_a_move_on_workers_2_starts_a_local_cluster_prints_its_dashboard_and_deletes_each_source(cluster_env):
     env = cluster_env
     tree = seed_tree(env, env.prefix, files=250, big=6 * PART)
-    result = env.transfer("copy", f"--source=awss3:{env.prefix}", f"--target=az:{env.prefix}", "-r", "--workers=2",
+    result = env.transfer("move", f"--source=awss3:{env.prefix}", f"--target=az:{env.prefix}", "-r", "--workers=2",
                           "--output=json", timeout=300, **records_env())
     assert result.returncode == 0, result.stderr
     assert "Dask dashboard of the 2 local workers: http://127.0.0.1:" in result.stderr
     status = json.loads(result.stdout)
     assert status["state"] == "completed" and len(status["workers"]) == 2
     assert digests(env.tree("azure", env.prefix)) == digests(tree)
+    assert env.tree("awss3", env.prefix) == {}
 
 
 def test_bad_cluster_options_are_one_line_each_and_record_nothing(cluster_env):
@@ -332,26 +359,54 @@ def test_without_a_cluster_nothing_of_dask_is_imported(cluster_env):
     assert result.stdout.split() == ["completed", "[]"], result.stderr
 
 
-def test_a_transfer_started_over_rest_runs_on_the_cluster_the_request_names(dask_cluster, cluster_env):
-    from test_service import Service
+def configure_cluster(env, address: str) -> None:
+    """Set cloudmesh.transfer.cluster in the test's cloudmesh.yaml."""
+    path = env.config_dir / "cloudmesh.yaml"
+    data = yaml.safe_load(path.read_text())
+    data["cloudmesh"]["transfer"] = {"cluster": address}
+    path.write_text(yaml.safe_dump(data))
+
+
+def test_rest_runs_on_the_cluster_configured_for_the_service_unless_a_request_says_false(dask_cluster, cluster_env):
+    from test_service import Service, problem
     env = cluster_env
     dask_cluster.add_worker("w1")
     addresses = dask_cluster.wait_for_workers(1)
     tree = seed_tree(env, env.prefix, files=30, big=6 * PART)
+    body = {"source": f"awss3:{env.prefix}", "target": f"az:{env.prefix}", "recursive": True}
     service = Service(env.environ(**records_env()), env.config_dir)
     try:
-        bad = service.call("POST", "/transfers", {"source": f"awss3:{env.prefix}", "target": f"az:{env.prefix}",
-                                                  "recursive": True, "cluster": "tcp://127.0.0.1:9"})
-        assert bad.status == 502 and b"cannot reach the Dask scheduler" in bad.data, bad.data
-        bad = service.call("POST", "/transfers", {"source": f"awss3:{env.prefix}", "target": f"az:{env.prefix}",
-                                                  "cluster": "nowhere"})
-        assert bad.status == 400 and b"is not a Dask scheduler address" in bad.data, bad.data
-        started = service.json("POST", "/transfers", {"source": f"awss3:{env.prefix}", "target": f"az:{env.prefix}",
-                                                      "recursive": True, "id": "rest", "cluster": dask_cluster.address},
-                               expect=202)
-        assert started["id"] == "rest"
-        final = service.wait("rest", 300)
+        assert "configured" in problem(service.call("POST", "/transfers", {**body, "cluster": True}), 400)["detail"]
+        assert problem(service.call("POST", "/transfers", {**body, "cluster": "tcp://127.0.0.1:9"}), 400)
+        assert problem(service.call("POST", "/transfers", {**body, "workers": 2}), 400)
+        configure_cluster(env, dask_cluster.address)
+        service.json("POST", "/transfers", {**body, "id": "on-cluster"}, expect=202)
+        final = service.wait("on-cluster", 300)
         assert final["state"] == "completed" and list(final["workers"]) == [addresses["w1"]]
         assert digests(env.tree("azure", env.prefix)) == digests(tree)
+        service.json("POST", "/transfers", {**body, "target": f"az:{env.prefix}-here", "id": "here",
+                                            "cluster": False}, expect=202)
+        final = service.wait("here", 300)
+        assert final["state"] == "completed" and final["workers"] == {}
+        assert digests(env.tree("azure", f"{env.prefix}-here")) == digests(tree)
     finally:
         service.stop()
+
+
+def test_the_configured_cluster_is_the_default_of_the_command_and_an_unreachable_one_is_one_line(dask_cluster,
+                                                                                                cluster_env):
+    env = cluster_env
+    dask_cluster.add_worker("w1")
+    addresses = dask_cluster.wait_for_workers(1)
+    tree = seed_tree(env, env.prefix, files=5, big=0)
+    configure_cluster(env, dask_cluster.address)
+    result = env.transfer("copy", f"--source=awss3:{env.prefix}", f"--target=az:{env.prefix}", "-r", "--output=json",
+                          timeout=300, **records_env())
+    assert result.returncode == 0, result.stderr
+    assert list(json.loads(result.stdout)["workers"]) == [addresses["w1"]]
+    assert digests(env.tree("azure", env.prefix)) == digests(tree)
+    configure_cluster(env, "tcp://127.0.0.1:9")
+    result = env.transfer("copy", f"--source=awss3:{env.prefix}", f"--target=az:{env.prefix}-2", "-r", timeout=60,
+                          **records_env())
+    assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
+    assert "cannot reach the Dask scheduler at tcp://127.0.0.1:9" in result.stderr

@@ -69,6 +69,7 @@ def kill_at(env, process: subprocess.Popen, transfer_id: str, fraction: float) -
     wait_for_progress(env, process, transfer_id, fraction)
     process.kill()
     process.communicate()
+    time.sleep(0.5)  # a request sent just before the kill (a delete) may still be applied by the server
 
 
 def stored_bytes(env, storage: str, prefix: str, service=None) -> int:

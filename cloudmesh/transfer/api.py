@@ -67,12 +67,12 @@ class Transfer(Storages):
     """Copy and move across configured storages (and list, delete and check them: storages.py),
     and read the transfer records. Setting `stop` (e.g. on Ctrl-C) cancels the transfer this
     object is running. Transfers run on this host, or spread over a Dask cluster (cluster.py):
-    the scheduler at `cluster` (else `cloudmesh.transfer.cluster` in cloudmesh.yaml), or a
-    LocalCluster of `workers` processes started for each transfer; `notify` is told where its
-    dashboard is."""
+    the scheduler at `cluster` (None: `cloudmesh.transfer.cluster` in cloudmesh.yaml, if set;
+    False: this host alone), or a LocalCluster of `workers` processes started for each transfer;
+    `notify` is told where its dashboard is."""
 
     def __init__(self, records: Records | None = None, config: TransferConfig | None = None, *,
-                 cluster: str | None = None, workers=None, notify=log.info, **options):
+                 cluster: str | bool | None = None, workers=None, notify=log.info, **options):
         """`config`, or the options it is built from (parallel, chunksize, retries: see TransferConfig.of)."""
         self.options = config or TransferConfig.of(**options)
         super().__init__(Retry(attempts=self.options.retries + 1))
@@ -161,7 +161,10 @@ class Transfer(Storages):
         wrong address is then one clear error); on this host, nothing (and Dask is not imported)."""
         if self._cluster is not None:
             return
-        address = self.cluster or (None if self.workers else settings.load_cluster())
+        if self.cluster is False or self.workers:
+            address = None
+        else:
+            address = self.cluster or settings.load_cluster()
         if address or self.workers:
             from cloudmesh.transfer.cluster import Cluster
             self._cluster = Cluster(address, self.workers)

@@ -18,12 +18,12 @@ from dataclasses import replace
 
 import distributed
 
-from cloudmesh.transfer.engine import Copied, Engine, Halt, Lease, Stopped, one_line, part_size, shape
+from cloudmesh.transfer.engine import Copied, Engine, Halt, Lease, Stopped, mirror_size, one_line, part_size, shape
 from cloudmesh.transfer.errors import IntegrityError, TransferError, UsageError
 from cloudmesh.transfer.executor import BoundedExecutor
 from cloudmesh.transfer.integrity import Claim, divisible, parts_outcome
 from cloudmesh.transfer.limits import (CLUSTER_BATCH_BYTES, CLUSTER_BATCH_OBJECTS, CLUSTER_CONNECT, CLUSTER_GONE,
-                                       CLUSTER_SPREAD, CLUSTER_TASK_PARTS, CLUSTER_TASKS_PER_THREAD)
+                                       CLUSTER_SPREAD, CLUSTER_TASK_PARTS, CLUSTER_TASKS_PER_THREAD, MAX_CHUNK)
 from cloudmesh.transfer.planner import Item
 from cloudmesh.transfer.progress import Progress
 from cloudmesh.transfer.providers import ObjectInfo, Resumable, ServerCopy
@@ -206,11 +206,21 @@ class ClusterEngine(Engine):
             claim, shaped = reader.claim, shape(item, reader)
         finally:
             reader.close()
-        psize = (item.record and item.record.part_size) or part_size(size, self.options, self.target, claim)
+        psize = (item.record and item.record.part_size) or self.spread_size(size, claim)
         if not divisible(claim, psize) or math.ceil(size / psize) <= CLUSTER_TASK_PARTS:
             return False
         self.plans[item.path] = (claim, shaped, psize)
         return True
+
+    def spread_size(self, size: int, claim: Claim) -> int:
+        """The part size of a spread object: an S3 multipart source's own part size where the
+        target takes it (its parts' MD5s prove the object) even above chunksize, up to MAX_CHUNK,
+        since each worker thread holds one part; else the engine's part size."""
+        own = mirror_size(claim)
+        if own and self.target.min_part_size <= own <= min(self.target.max_part_size, MAX_CHUNK) and \
+                math.ceil(size / own) <= self.target.max_parts:
+            return own
+        return part_size(size, self.options, self.target, claim)
 
     def copy(self, item: Item) -> Copied:
         """A spread object: parts sent by the workers, proven and completed here. When its claim is

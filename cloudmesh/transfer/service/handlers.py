@@ -48,9 +48,19 @@ def health():
     return answer({"status": "ok", "version": __version__})
 
 
+def cluster_of(wanted: bool | None) -> str | bool | None:
+    """Where a request's transfer runs: the service's configured cluster (unless it asks for
+    false), never an address of the request's own (a scheduler can make its clients run code)."""
+    if wanted is False:
+        return False
+    if wanted and not settings.load_cluster():
+        raise UsageError("cluster is true but no cluster is configured for this service (cloudmesh.transfer.cluster)")
+    return None
+
+
 def create_transfer(body: dict):
     api = transfer(config=TransferConfig.of(**{name: body[name] for name in OPTIONS if name in body}),
-                   cluster=body.get("cluster"), workers=body.get("workers"))
+                   cluster=cluster_of(body.get("cluster")))
     selection = Selection(body.get("include", []), body.get("exclude", []), body.get("sync"))
 
     def prepare():
