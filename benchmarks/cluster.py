@@ -9,8 +9,9 @@ processes (2 threads each, no nanny), each started before the clock starts. Repo
 throughput, CPU seconds of the client, the scheduler, the workers and the emulators, and the time
 from the command's start to the first byte recorded at the target.
 
-Coordination: --tasks (2,000) empty tasks through a scheduler and one worker: the scheduler's CPU
-per task and a task's round trip; per object, a task's cost over the objects a batch holds.
+Coordination: --tasks (2,000) tasks each, empty, carrying one object (as a part task does) and carrying
+a batch of objects, through a scheduler and one worker: the scheduler's CPU per task, per object,
+and a task's round trip.
 
 The model: N hosts, each limited by its NIC (--nic Gb/s), and the scheduler by the tasks per second
 its measured CPU per task allows: aggregate throughput min(N x NIC, tasks/s x bytes per task), and
@@ -28,6 +29,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -76,10 +78,14 @@ class Scheduler:
         return [p.pid for p in self.processes]
 
     def stop(self) -> None:
-        for process in self.processes:
+        """Workers first (a worker whose scheduler is gone waits to reconnect), then the scheduler."""
+        for process in [*self.processes[1:], self.processes[0]]:
             process.terminate()
-        for process in self.processes:
-            process.wait(30)
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
 def first_byte(records, transfer_id: str, started: float, found: list) -> None:
@@ -127,35 +133,54 @@ def run_case(environ: dict, workdir: Path, mode: str, source: str, run: int, emu
             "cpu_emulators": round(sum(cpu[p] for p in emulated), 2), "workers": len(status["workers"])}
 
 
+def batch_payload(count: int = limits.CLUSTER_BATCH_OBJECTS) -> list:
+    """A task's arguments as run_batch gets them: `count` planned objects."""
+    from cloudmesh.transfer.planner import Item
+    from cloudmesh.transfer.providers import ObjectInfo
+    return [Item(f"folder/sub/object-{n:06d}.bin", ObjectInfo(f"data/folder/sub/object-{n:06d}.bin", 65536, 1.7e9,
+                                                              etag=f'"{n:032x}"', content_type="application/octet-stream"),
+                 f"backup/folder/sub/object-{n:06d}.bin") for n in range(count)]
+
+
+def scheduler_cost(client, scheduler_pid: int, tasks: int, payload) -> tuple[float, float]:
+    """The scheduler's CPU ms per task, and tasks per second, for `tasks` tasks with `payload`."""
+    before = bench.cpu_seconds(scheduler_pid)
+    started = time.perf_counter()
+    futures = [client.submit(len, payload, pure=False) for _ in range(tasks)]
+    client.gather(futures)
+    wall = time.perf_counter() - started
+    del futures
+    return (bench.cpu_seconds(scheduler_pid) - before) / tasks * 1000, tasks / wall
+
+
 def coordination(environ: dict, workdir: Path, tasks: int) -> dict:
-    """The scheduler's CPU per empty task, and a task's round trip (median of 50)."""
+    """The scheduler's CPU per task, empty and carrying a batch of objects, and a task's round trip."""
     from distributed import Client
     cluster = Scheduler(workdir, environ, 1)
     try:
         with Client(cluster.address, timeout=30) as client:
-            client.submit(abs, -1, pure=False).result()
-            before = bench.cpu_seconds(cluster.pids[0])
-            started = time.perf_counter()
-            futures = [client.submit(abs, -n, pure=False) for n in range(tasks)]
-            client.gather(futures)
-            wall = time.perf_counter() - started
-            cpu = bench.cpu_seconds(cluster.pids[0]) - before
+            client.submit(len, [], pure=False).result()
+            empty, empty_rate = scheduler_cost(client, cluster.pids[0], tasks, [])
+            part, part_rate = scheduler_cost(client, cluster.pids[0], tasks, batch_payload(1))
+            batch, batch_rate = scheduler_cost(client, cluster.pids[0], tasks, batch_payload())
             trips = []
             for n in range(50):
                 began = time.perf_counter()
-                client.submit(abs, -n, pure=False).result()
+                client.submit(len, [n], pure=False).result()
                 trips.append(time.perf_counter() - began)
     finally:
         cluster.stop()
-    per_task = cpu / tasks * 1000
-    return {"tasks": tasks, "scheduler_cpu_ms_per_task": round(per_task, 3),
-            "tasks_per_second_wall": round(tasks / wall), "round_trip_ms": round(statistics.median(trips) * 1000, 2),
-            "scheduler_cpu_ms_per_object": round(per_task / limits.CLUSTER_BATCH_OBJECTS, 4)}
+    return {"tasks": tasks, "scheduler_cpu_ms_per_empty_task": round(empty, 3),
+            "scheduler_cpu_ms_per_part_task": round(part, 3), "part_tasks_per_second_wall": round(part_rate),
+            "scheduler_cpu_ms_per_task": round(batch, 3), "tasks_per_second_wall": round(batch_rate),
+            "empty_tasks_per_second_wall": round(empty_rate), "round_trip_ms": round(statistics.median(trips) * 1000, 2),
+            "scheduler_cpu_ms_per_object": round(batch / limits.CLUSTER_BATCH_OBJECTS, 4)}
 
 
-def model(per_task_ms: float, nic_gbps: float, hosts: int) -> dict:
-    """Aggregate throughput against N hosts, and where the scheduler saturates, per task size."""
-    tasks_per_second = 1000 / per_task_ms
+def model(part_task_ms: float, batch_task_ms: float, nic_gbps: float, hosts: int, host_objects: float) -> dict:
+    """Aggregate throughput against N hosts, and where the scheduler saturates, per task size:
+    large objects are bound by each host's NIC, small ones by the objects a host moves per second."""
+    tasks_per_second, batches_per_second = 1000 / part_task_ms, 1000 / batch_task_ms
     nic = nic_gbps * 1e9 / 8  # bytes/s each host moves (a worker reads and writes at this rate)
     part = limits.DEFAULT_CHUNK
     sizes = {}
@@ -164,17 +189,19 @@ def model(per_task_ms: float, nic_gbps: float, hosts: int) -> dict:
                         "saturates_at_hosts": round(tasks_per_second * parts * part / nic, 1)}
     wanted = 2 * hosts
     chosen = next(p for p, s in sizes.items() if s["saturates_at_hosts"] >= wanted)
-    small = 64 * 1024
     batches = {}
     for objects in (10, 50, 100, 500):
-        bytes_per_task = objects * small
-        batches[objects] = {"objects_per_second": round(tasks_per_second * objects),
-                            "saturates_at_hosts": round(tasks_per_second * bytes_per_task / nic, 1)}
-    curve = [(n, min(n * nic, tasks_per_second * chosen * part) / 1e9) for n in range(1, 4 * hosts + 1)]
-    return {"tasks_per_second": round(tasks_per_second), "nic_bytes_per_second": nic, "part_size": part,
+        batches[objects] = {"objects_per_second": round(batches_per_second * objects),
+                            "saturates_at_hosts": round(batches_per_second * objects / host_objects, 1)}
+    chosen_batch = next(o for o, s in batches.items() if s["saturates_at_hosts"] >= wanted)
+    curve = [(n, min(n * nic, tasks_per_second * limits.CLUSTER_TASK_PARTS * part) / 1e9) for n in range(1, 4 * hosts + 1)]
+    return {"tasks_per_second": round(tasks_per_second), "batches_per_second": round(batches_per_second),
+            "nic_bytes_per_second": nic, "part_size": part,
             "task_parts": sizes, "chosen_task_parts": chosen, "in_use_task_parts": limits.CLUSTER_TASK_PARTS,
-            "small_batches": batches, "in_use_batch_objects": limits.CLUSTER_BATCH_OBJECTS, "curve": curve,
-            "linear_to_hosts": sizes[limits.CLUSTER_TASK_PARTS]["saturates_at_hosts"]}
+            "host_objects_per_second": round(host_objects), "small_batches": batches,
+            "chosen_batch_objects": chosen_batch, "in_use_batch_objects": limits.CLUSTER_BATCH_OBJECTS, "curve": curve,
+            "linear_to_hosts": sizes[limits.CLUSTER_TASK_PARTS]["saturates_at_hosts"],
+            "small_linear_to_hosts": batches[limits.CLUSTER_BATCH_OBJECTS]["saturates_at_hosts"]}
 
 
 def plot(result: dict, path: Path) -> None:
@@ -192,8 +219,8 @@ def plot(result: dict, path: Path) -> None:
                 label=f"{parts} part(s) of {m['part_size'] // MiB} MiB per task")
     ax.set_xlabel("hosts (N)")
     ax.set_ylabel("aggregate GB/s")
-    ax.set_title(f"model: {result['nic']} Gb/s per host, scheduler {result['coordination']['scheduler_cpu_ms_per_task']}"
-                 f" ms CPU per task")
+    ax.set_title(f"model: {result['nic']:g} Gb/s per host, scheduler CPU "
+                 f"{result['coordination']['scheduler_cpu_ms_per_part_task']} ms per part task")
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -209,16 +236,24 @@ def table(result: dict) -> str:
                         f"{best['cpu_client']} | {best['cpu_scheduler']} | {best['cpu_workers']} | {best['cpu_emulators']} | "
                         f"{best['workers']} |")
     c, m = result["coordination"], result["model"]
-    rows += ["", f"Coordination ({c['tasks']} empty tasks): scheduler CPU {c['scheduler_cpu_ms_per_task']} ms per task, "
-                 f"{c['scheduler_cpu_ms_per_object']} ms per object at {limits.CLUSTER_BATCH_OBJECTS} objects per batch; "
-                 f"{c['tasks_per_second_wall']} tasks/s; a task's round trip {c['round_trip_ms']} ms.", "",
-             f"Model ({result['nic']} Gb/s per host, {m['tasks_per_second']} tasks/s): the scheduler saturates at",
+    rows += ["", f"Coordination ({c['tasks']} tasks each): the scheduler's CPU is {c['scheduler_cpu_ms_per_empty_task']} ms "
+                 f"per empty task ({c['empty_tasks_per_second_wall']} tasks/s), {c['scheduler_cpu_ms_per_part_task']} ms per "
+                 f"task carrying one object as a part task does ({c['part_tasks_per_second_wall']} tasks/s) and "
+                 f"{c['scheduler_cpu_ms_per_task']} ms per "
+                 f"task carrying a batch of {limits.CLUSTER_BATCH_OBJECTS} objects ({c['tasks_per_second_wall']} tasks/s), "
+                 f"so {c['scheduler_cpu_ms_per_object']} ms per object; a task's round trip takes {c['round_trip_ms']} ms.",
+             "",
+             f"Model ({result['nic']:g} Gb/s per host; the scheduler takes {m['tasks_per_second']} part tasks/s or "
+             f"{m['batches_per_second']} batch tasks/s on one core): for large objects it saturates at",
              "", "| parts of 8 MiB per task | bytes per task | saturates at hosts |", "| --- | --- | --- |"]
     rows += [f"| {p} | {s['bytes_per_task'] // MiB} MiB | {s['saturates_at_hosts']} |" for p, s in m["task_parts"].items()]
-    rows += ["", f"Chosen: {m['chosen_task_parts']} parts per task (in use: {m['in_use_task_parts']}, linear to "
-                 f"{m['linear_to_hosts']} hosts). Small files, 64 KiB each:", "",
+    rows += ["", f"The model chooses {m['chosen_task_parts']} parts per task at most (in use: {m['in_use_task_parts']}, "
+                 f"linear to {m['linear_to_hosts']} hosts). Small files, 64 KiB each, each host moving "
+                 f"{m['host_objects_per_second']} objects/s (this host alone, files case):", "",
              "| objects per task | objects/s the scheduler allows | saturates at hosts |", "| --- | --- | --- |"]
     rows += [f"| {o} | {s['objects_per_second']} | {s['saturates_at_hosts']} |" for o, s in m["small_batches"].items()]
+    rows += ["", f"The model chooses {m['chosen_batch_objects']} objects per task at least (in use: "
+                 f"{m['in_use_batch_objects']}, linear to {m['small_linear_to_hosts']} hosts)."]
     return "\n".join(rows) + "\n"
 
 
@@ -227,12 +262,13 @@ def main() -> int:
     parser.add_argument("--big", type=int, default=256, help="MiB of the big object")
     parser.add_argument("--files", type=int, default=1000)
     parser.add_argument("--runs", type=int, default=2, help="runs of each case and mode (the fastest is shown)")
-    parser.add_argument("--tasks", type=int, default=2000)
+    parser.add_argument("--tasks", type=int, default=2000, help="tasks of each kind for the scheduler's cost")
     parser.add_argument("--nic", type=float, default=10.0, help="Gb/s per host in the model")
     parser.add_argument("--hosts", type=int, default=50, help="hosts the model must scale to linearly")
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "cms-bench-cluster")
     args = parser.parse_args()
-    args.workdir.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(args.workdir, ignore_errors=True)  # fresh emulators and records
+    args.workdir.mkdir(parents=True)
     with emu.Emulators(args.workdir / "emulators") as running:
         storages = running.storages(args.workdir / "local")
         storages["az"] = {**storages["azure"], "credentials": {**storages["azure"]["credentials"],
@@ -263,7 +299,11 @@ def main() -> int:
                     print(case, runs[-1], flush=True)
             result["cases"][case] = runs
         result["coordination"] = coordination(environ, args.workdir, args.tasks)
-    result["model"] = model(result["coordination"]["scheduler_cpu_ms_per_task"], args.nic, args.hosts)
+    files = next(runs for case, runs in result["cases"].items() if case.startswith("files"))
+    host_objects = max(r["objects"] / r["seconds"] for r in files if r["mode"] == "host")
+    c = result["coordination"]
+    result["model"] = model(c["scheduler_cpu_ms_per_part_task"], c["scheduler_cpu_ms_per_task"], args.nic, args.hosts,
+                            host_objects)
     (HERE / "results-cluster.json").write_text(json.dumps(result, indent=1))
     (HERE / "results-cluster.md").write_text(f"# Cluster benchmark, {result['date']} ({result['machine']})\n\n"
                                              f"Command: `.venv/bin/python benchmarks/cluster.py`\n\n" + table(result))

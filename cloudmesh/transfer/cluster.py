@@ -3,9 +3,10 @@
 The client lists and records the objects as on one host (pipeline.py), then submits them as
 tasks (worker.py), as Hadoop DistCp's dynamic strategy does: batches bounded by objects and
 bytes, many more than there are workers, at most CLUSTER_TASKS_PER_THREAD per worker thread in
-flight, so that fast workers take more. An object with more parts than one task sends, whose
+flight, so that fast workers take more. An object of more than CLUSTER_SPREAD_PARTS parts, whose
 source claim can be proven from its parts' MD5s (integrity.divisible), is spread: the client
-opens its upload, tasks send ranges of parts from any worker, and the client proves the object
+opens its upload, tasks of up to CLUSTER_TASK_PARTS parts (fewer, so that every worker thread gets
+two) send ranges of parts from any worker, and the client proves the object
 from the recorded MD5s and completes it (once, through the engine's own steps for a copy or a
 move). Dask's "done" is never the proof: the records are, and a transfer completes only when
 they show every object settled. This module is imported only for a transfer on a cluster.
@@ -23,7 +24,8 @@ from cloudmesh.transfer.errors import IntegrityError, TransferError, UsageError
 from cloudmesh.transfer.executor import BoundedExecutor
 from cloudmesh.transfer.integrity import Claim, divisible, parts_outcome
 from cloudmesh.transfer.limits import (CLUSTER_BATCH_BYTES, CLUSTER_BATCH_OBJECTS, CLUSTER_CONNECT, CLUSTER_GONE,
-                                       CLUSTER_SPREAD, CLUSTER_TASK_PARTS, CLUSTER_TASKS_PER_THREAD, MAX_CHUNK)
+                                       CLUSTER_SPREAD, CLUSTER_SPREAD_PARTS, CLUSTER_TASK_PARTS,
+                                       CLUSTER_TASKS_PER_THREAD, MAX_CHUNK)
 from cloudmesh.transfer.planner import Item
 from cloudmesh.transfer.progress import Progress
 from cloudmesh.transfer.providers import ObjectInfo, Resumable, ServerCopy
@@ -192,14 +194,14 @@ class ClusterEngine(Engine):
             self.send(run_batch, batch)
 
     def spreads(self, item: Item) -> bool:
-        """Whether an object is spread over the workers: one with more parts than a task sends, to a
+        """Whether an object is spread over the workers: one of more than CLUSTER_SPREAD_PARTS parts, to a
         target that takes parts from anywhere and cannot copy it inside the cloud, whose claim can
         be proven from its parts' MD5s (which takes opening it, to learn the claim)."""
         size = item.source.size
         if item.skip or (item.record and item.record.state == ObjectState.COPIED) or \
                 not isinstance(self.target, Resumable) or \
                 (isinstance(self.target, ServerCopy) and self.target.copies_from(self.source)) or \
-                math.ceil(size / part_size(size, self.options, self.target)) <= CLUSTER_TASK_PARTS:
+                math.ceil(size / part_size(size, self.options, self.target)) <= CLUSTER_SPREAD_PARTS:
             return False
         reader = self.source.open(item.source.key)
         try:
@@ -207,7 +209,7 @@ class ClusterEngine(Engine):
         finally:
             reader.close()
         psize = (item.record and item.record.part_size) or self.spread_size(size, claim)
-        if not divisible(claim, psize) or math.ceil(size / psize) <= CLUSTER_TASK_PARTS:
+        if not divisible(claim, psize) or math.ceil(size / psize) <= CLUSTER_SPREAD_PARTS:
             return False
         self.plans[item.path] = (claim, shaped, psize)
         return True
@@ -229,11 +231,11 @@ class ClusterEngine(Engine):
         claim, shaped, psize = self.plans.pop(item.path)
         upload, _ = self.open_upload(item, shaped, psize)
         count = math.ceil(item.source.size / psize)
+        per_task = max(1, min(CLUSTER_TASK_PARTS, math.ceil(count / (CLUSTER_TASKS_PER_THREAD * self.threads()))))
         try:
             futures = []
-            for first in range(1, count + 1, CLUSTER_TASK_PARTS):
-                future = self.send(run_parts, item, upload.token, psize,
-                                   range(first, min(first + CLUSTER_TASK_PARTS, count + 1)))
+            for first in range(1, count + 1, per_task):
+                future = self.send(run_parts, item, upload.token, psize, range(first, min(first + per_task, count + 1)))
                 if future is None:
                     break
                 futures.append(future)

@@ -56,7 +56,8 @@ LIST_PAGE = 1000
 # benchmarks/cluster.py, which keeps the scheduler's cost per object far below 1 ms.
 CLUSTER_BATCH_OBJECTS = 100  # objects in one task at most
 CLUSTER_BATCH_BYTES = 256 * MiB  # bytes of the objects in one task at most
-CLUSTER_TASK_PARTS = 4  # parts per task of an object spread over the cluster (larger objects are spread)
+CLUSTER_SPREAD_PARTS = 4  # an object of more parts than this is spread over the cluster
+CLUSTER_TASK_PARTS = 16  # parts per task of a spread object at most (fewer, to give every worker thread two)
 CLUSTER_TASKS_PER_THREAD = 2  # tasks in flight per worker thread: enough to keep each busy, few to redo
 CLUSTER_SPREAD = 2  # objects being spread over the cluster at once
 MAX_LOCAL_WORKERS = 64  # worker processes `workers` starts on this host
