@@ -105,6 +105,21 @@ def test_open_streams_the_bytes_in_reads_no_larger_than_asked(storage, env):
     assert len(chunks) > 1 and max(map(len, chunks)) <= CHUNK
 
 
+def test_a_reader_closed_before_its_end_leaves_the_next_requests_intact(storage, env):
+    """Closing a reader early (the cluster opens large objects only for their claim) must not
+    leave its unread bytes to be read as the answer to the next request on the connection
+    (urllib3 sees a pooled connection with bytes waiting as dropped, and opens a new one)."""
+    data, other = os.urandom(8 * CHUNK + 5), os.urandom(2 * CHUNK)
+    put(storage, f"{env.prefix}/big.bin", data)
+    put(storage, f"{env.prefix}/other.bin", other)
+    for _ in range(3):
+        reader = storage.open(f"{env.prefix}/big.bin")
+        assert reader.read(10) == data[:10]
+        reader.close()
+        assert read(storage, f"{env.prefix}/other.bin") == other
+        assert storage.stat(f"{env.prefix}/other.bin").size == len(other)
+
+
 def test_open_reads_a_byte_range(storage, env):
     data = os.urandom(2 * CHUNK)
     put(storage, f"{env.prefix}/ranged.bin", data)

@@ -203,7 +203,10 @@ class ClusterEngine(Engine):
                 (isinstance(self.target, ServerCopy) and self.target.copies_from(self.source)) or \
                 math.ceil(size / part_size(size, self.options, self.target)) <= CLUSTER_SPREAD_PARTS:
             return False
-        reader = self.source.open(item.source.key)
+        try:
+            reader = self.source.open(item.source.key)
+        except (TransferError, OSError):
+            return False  # sent whole: the worker records why it failed, as on one host
         try:
             claim, shaped = reader.claim, shape(item, reader)
         finally:

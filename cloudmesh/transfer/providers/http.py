@@ -103,9 +103,4 @@ class HTTPReader(Reader):
                 self.response = self.reopen(self.position)
 
     def close(self) -> None:
-        """Give the connection back for the next request, or drop it when the body was not read
-        to its end (a reader closed early: its rest would be read as the next answer)."""
-        if self.response.length_remaining == 0:
-            self.response.release_conn()
-        else:
-            self.response.close()
+        self.response.release_conn()
