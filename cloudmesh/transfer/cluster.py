@@ -143,7 +143,6 @@ class ClusterEngine(Engine):
                 try:
                     self.submit(items, move)
                     self.drain()
-                    self.check_scheduler()
                 except Stopped:
                     pass  # the scheduler is gone: self.gone says so once the objects here have stopped
                 except BaseException:
@@ -243,6 +242,7 @@ class ClusterEngine(Engine):
                     break
                 futures.append(future)
             self.wait_for(futures)
+            self.await_scheduler()
             failed = next((f for f in futures if f.status != "finished"), None)
             if failed is not None:
                 raise TransferError(self.reason_of(failed))
@@ -345,6 +345,16 @@ class ClusterEngine(Engine):
         with self.room:
             pending = list(self.inflight)
         self.wait_for(pending)
+        self.await_scheduler()
+
+    def await_scheduler(self) -> None:
+        """Once tasks ended while the scheduler was unreachable (Dask cancels them all when it gives
+        up on it), wait until it is back or check_scheduler gives up too, so that a lost scheduler
+        is the transfer's one error and not a failure of each object."""
+        while self.cluster.client.status != "running":
+            self.check_scheduler()
+            with self.room:
+                self.room.wait(HEARTBEAT)
 
     def check_scheduler(self) -> None:
         """Pass a Ctrl-C on to the workers (through the records). A scheduler that closed the
