@@ -16,6 +16,7 @@ import contextlib
 import hmac
 import logging
 import math
+import re
 import sqlite3
 import threading
 import time
@@ -29,6 +30,7 @@ with warnings.catch_warnings():  # connexion imports starlette's test client, wh
 from connexion.datastructures import MediaTypeDict
 from connexion.options import SwaggerUIOptions
 from connexion.problem import problem
+from connexion.resolver import Resolver
 from pymongo.errors import PyMongoError
 
 from cloudmesh.transfer import limits
@@ -220,6 +222,13 @@ class RequestLog:
                               (time.perf_counter() - started) * 1000, f"{client[0]}:{client[1]}" if client else "-")
 
 
+def handler(operation_id: str):
+    """The function of handlers.py for an operationId of openapi.yaml (createTransfer ->
+    create_transfer): the contract keeps short ids, which clients generated from it are named by."""
+    from cloudmesh.transfer.service import handlers
+    return getattr(handlers, re.sub(r"(?<!^)(?=[A-Z])", "_", operation_id).lower())
+
+
 def create_app(token: str, budget: int = limits.MEMORY_BUDGET) -> RequestLog:
     """The ASGI application: the spec-first API behind the guard, each request logged."""
     global SERVICE
@@ -231,7 +240,7 @@ def create_app(token: str, budget: int = limits.MEMORY_BUDGET) -> RequestLog:
         SERVICE.shutdown()
 
     app = connexion.AsyncApp(__name__, lifespan=lifespan)
-    app.add_api(SPEC, validate_responses=True, strict_validation=True,
+    app.add_api(SPEC, validate_responses=True, strict_validation=True, resolver=Resolver(function_resolver=handler),
                 swagger_ui_options=SwaggerUIOptions(swagger_ui=False),
                 validator_map={"body": MediaTypeDict({"*/*json": BodyValidator}), "parameter": ParameterCheck})
     app.add_error_handler(TransferError, problem_for)

@@ -1,4 +1,5 @@
-"""The operations of openapi.yaml (connexion maps each operationId here): thin calls into the
+"""The operations of openapi.yaml (each operationId names the function here in snake case:
+createTransfer -> create_transfer; see app.handler): thin calls into the
 Transfer API, so that a transfer started over REST and one started with `cms transfer` are the
 same thing in the records."""
 import threading
@@ -107,9 +108,9 @@ def check(body: dict):
         raise UsageError(str(e)) from None
 
 
-def statistics():
+def get_statistics():
     return answer(reader().statistic())
 
 
-def storages():
+def list_storages():
     return answer([{"name": name, "kind": storage.kind} for name, storage in settings.load_storages().items()])
