@@ -328,7 +328,7 @@ def test_every_operation_answers_as_the_contract_says(isolated_service):
     schema = schemathesis.openapi.from_url(f"{isolated_service.url}/openapi.json",
                                            headers={"Authorization": f"Bearer {TOKEN}"})
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) == 9
+    assert len(operations) == 10
     for operation in operations:
         @given(case=operation.as_strategy())
         @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), database=None)

@@ -38,6 +38,7 @@ from cloudmesh.transfer.providers import MiB, ObjectInfo, Reader, Resumable, Ser
 from cloudmesh.transfer.records import Records
 from cloudmesh.transfer.records.base import HEARTBEAT, Beat, ObjectState, State
 from cloudmesh.transfer.records.batch import Batch
+from cloudmesh.transfer.tally import ERRORS
 
 
 SMALL = 1 * MiB  # objects up to this size take no memory slot: a worker holds at most this much
@@ -269,9 +270,11 @@ class Engine:
         except RecordsError:
             raise  # the records failed, not this object: the run stops (and reads interrupted)
         except (TransferError, OSError) as e:
+            ERRORS.add(e.__class__.__name__)
             self.batch.update(item.path, state=ObjectState.FAILED, message=one_line(e))
             return False
         except Exception as e:
+            ERRORS.add("internal")
             log.exception("copying %s", item.path)
             self.batch.update(item.path, state=ObjectState.FAILED,
                                        message=f"{e.__class__.__name__} while copying")

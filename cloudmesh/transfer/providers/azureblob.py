@@ -38,6 +38,7 @@ from cloudmesh.transfer.providers import http
 from cloudmesh.transfer.providers.base import (Listed, MiB, ObjectInfo, Part, Reader, Resumable, ServerCopy,
                                                SignedURLs, Storage, Upload, endpoint_place)
 from cloudmesh.transfer.retry import Retry
+from cloudmesh.transfer.tally import RETRIES
 
 NOT_IMPLEMENTED = ("NotImplemented", "APINotImplemented")
 VERSION = {"x-ms-version": "2021-08-06"}  # the REST API version of the data requests sent over plain HTTP
@@ -170,6 +171,7 @@ class CappedRetry(ExponentialRetry):
         self.retry = retry
 
     def get_backoff_time(self, settings) -> float:
+        RETRIES.add("azure sdk")
         return random.uniform(0, min(self.retry.cap, self.retry.base * 2 ** max(settings["count"] - 1, 0)))
 
 

@@ -16,6 +16,7 @@ import urllib3
 from cloudmesh.transfer.errors import TransferError
 from cloudmesh.transfer.providers.base import Reader
 from cloudmesh.transfer.retry import TRANSIENT_STATUS, Retry
+from cloudmesh.transfer.tally import RETRIES
 
 OPTIONS = {"num_pools": 8, "maxsize": 64, "retries": False, "timeout": urllib3.Timeout(connect=10, read=120)}
 POOL = urllib3.PoolManager(**OPTIONS)
@@ -50,6 +51,7 @@ def send(method: str, url: str, *, body: bytes | None = None, headers: dict | No
             if response is None:
                 raise TransferError(f"cannot reach {urlsplit(url).netloc}: {failure.__class__.__name__}") from None
             return response
+        RETRIES.add(str(response.status) if response is not None else failure.__class__.__name__)
         if response is not None:
             response.drain_conn()
             response.release_conn()
@@ -98,6 +100,7 @@ class HTTPReader(Reader):
                 if pause is None:
                     raise TransferError(f"the download broke off after {self.position} bytes "
                                         f"({e.__class__.__name__})") from None
+                RETRIES.add("download broke off")
                 self.response.close()
                 time.sleep(pause)
                 self.response = self.reopen(self.position)

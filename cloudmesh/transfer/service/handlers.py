@@ -16,7 +16,8 @@ from cloudmesh.transfer.records.base import State
 from cloudmesh.transfer.service import app
 
 READER = None  # one Transfer for reading the records, opened on first use; its store is shared
-OPENING = threading.Lock()
+METRICS = None  # the Prometheus registry, made at the first scrape
+OPENING = threading.RLock()
 OPTIONS = ("parallel", "chunksize", "retries")  # of TransferConfig, as a request body names them
 
 
@@ -110,6 +111,17 @@ def check(body: dict):
 
 def get_statistics():
     return answer(reader().statistic())
+
+
+def get_metrics():
+    """Prometheus' text format (service/metrics.py, imported on the first scrape: prometheus_client
+    costs 50 ms to import)."""
+    global METRICS
+    with OPENING:
+        if METRICS is None:
+            from cloudmesh.transfer.service.metrics import Metrics
+            METRICS = Metrics(reader())
+    return METRICS.text(), 200, {"Content-Type": "text/plain; version=0.0.4; charset=utf-8"}
 
 
 def list_storages():
