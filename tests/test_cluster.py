@@ -410,3 +410,46 @@ def test_the_configured_cluster_is_the_default_of_the_command_and_an_unreachable
                           **records_env())
     assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
     assert "cannot reach the Dask scheduler at tcp://127.0.0.1:9" in result.stderr
+
+
+def test_divisible_claims_are_those_proven_from_their_parts_md5s():
+    from cloudmesh.transfer.integrity import Claim, Proof, composite_etag, divisible, parts_outcome
+    from cloudmesh.transfer.errors import IntegrityError
+    parts = [os.urandom(100), os.urandom(100), os.urandom(40)]
+    md5s = [hashlib.md5(p).digest() for p in parts]
+    claim = Claim(Proof.PARTS, composite_etag(md5s), parts=(100, 100, 40), strict=True)
+    assert divisible(claim, 100) and not divisible(claim, 50)
+    assert not divisible(Claim(Proof.PARTS, "x-3", parts=(100, 90, 40)), 100)
+    assert not divisible(Claim(Proof.MD5, "0" * 32), 100) and not divisible(Claim(Proof.RANGES, segment=4), 100)
+    assert divisible(Claim(Proof.READ), 7) and divisible(Claim(Proof.NONE, reason="r"), 7)
+    assert parts_outcome(claim, md5s, "'o'").proof is Proof.PARTS
+    with pytest.raises(IntegrityError, match="multipart ETag"):
+        parts_outcome(claim, [md5s[0], md5s[0], md5s[2]], "'o'")
+    assert parts_outcome(Claim(Proof.NONE, reason="nothing"), md5s, "'o'").reason == "nothing"
+
+
+def test_the_progress_of_a_cluster_counts_what_the_records_show_settled_by_any_process(tmp_path, monkeypatch):
+    from cloudmesh.transfer.cluster import Counter
+    from cloudmesh.transfer.progress import Progress
+    from cloudmesh.transfer.records import open_records
+    monkeypatch.setenv("CLOUDMESH_CONFIG_DIR", str(tmp_path))
+    records = open_records("sqlite")
+    records.create({"id": "t", "source": "a:x", "target": "b:y", "copy": True, "recursive": True, "route": "r",
+                    "owner": "o"}, [{"path": f"p{i}", "source_key": f"p{i}", "target_key": f"p{i}", "size": 10}
+                                    for i in range(4)])
+
+    class Seen(Progress):
+        def __init__(self):
+            self.bytes, self.objects = 0, 0
+
+        def update(self, nbytes: int, nobjects: int) -> None:
+            self.bytes, self.objects = self.bytes + nbytes, self.objects + nobjects
+
+    seen = Seen()
+    counter = Counter(records, "t", seen)
+    records.update_objects("t", [("p0", {"state": "done", "bytes_done": 10}), ("p1", {"state": "failed"})])
+    records.part_done("t", "p2", "u", 1, "aa", None, 5)  # a part sent by another worker
+    counter.end()
+    assert (seen.bytes, seen.objects) == (15, 2)
+    counter.count()
+    assert (seen.bytes, seen.objects) == (15, 2)  # counted once
