@@ -136,17 +136,24 @@ class Lease(threading.Thread):
         self.answer: str | None = None
         self.listener = None
 
+    def beat(self) -> Beat:
+        """Renew the lease; the records' answer."""
+        return self.records.heartbeat(self.transfer_id, self.owner)
+
     def run(self) -> None:
         while not self.done.wait(HEARTBEAT):
-            try:
-                answer = self.records.heartbeat(self.transfer_id, self.owner)
-            except Exception:
-                continue  # a busy or locked store: the next beat tries again
-            if answer != Beat.RUN:
-                with self.lock:
-                    self.answer, listener = self.answer or answer, self.listener
-                if listener:
-                    listener(answer)
+            self.check()
+
+    def check(self) -> None:
+        try:
+            answer = self.beat()
+        except Exception:
+            return  # a busy or locked store: the next beat tries again
+        if answer != Beat.RUN:
+            with self.lock:
+                self.answer, listener = self.answer or answer, self.listener
+            if listener:
+                listener(answer)
 
     def listen(self, listener) -> None:
         """Call `listener(answer)` on a cancel or takeover, at once if one came already."""

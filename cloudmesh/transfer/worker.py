@@ -8,21 +8,18 @@ as `resume` does. A task stops at a cancel, or once its transfer's owner lost it
 renewing its lease (the client died), both seen in the records.
 """
 import hashlib
-import logging
 import threading
 from dataclasses import dataclass
 
-from cloudmesh.transfer.engine import Engine, read_exact
+from cloudmesh.transfer.engine import Engine, Lease, read_exact
 from cloudmesh.transfer.errors import IntegrityError, TransferError
 from cloudmesh.transfer.options import TransferConfig
 from cloudmesh.transfer.planner import Item
 from cloudmesh.transfer.providers import Resumable, Storage
 from cloudmesh.transfer.records import Records, open_records
-from cloudmesh.transfer.records.base import HEARTBEAT, SETTLED, Beat, State
+from cloudmesh.transfer.records.base import SETTLED, Beat, State
 from cloudmesh.transfer.retry import Retry
 from cloudmesh.transfer.storages import Storages
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -46,42 +43,17 @@ class Done:
     bytes: int = 0
 
 
-class Watch(threading.Thread):
-    """Asks the records every HEARTBEAT seconds whether the task goes on (see Records.watch), and
-    tells a listener, as the owner's Lease does; it asks once before the task starts."""
+class Watch(Lease):
+    """A task's look at its transfer's lease, as the owner's Lease beats but without renewing it
+    (Records.watch), passed on to a listener the same way; it looks once before the task starts."""
 
     def __init__(self, records: Records, job: Job):
-        super().__init__(name=f"watch {job.transfer_id}", daemon=True)
-        self.records, self.job = records, job
-        self.done, self.lock, self.listener = threading.Event(), threading.Lock(), None
-        self.answer = self.ask()
+        super().__init__(records, job.transfer_id, job.owner)
+        self.check()
         self.start()
 
-    def ask(self) -> Beat | None:
-        try:
-            answer = self.records.watch(self.job.transfer_id, self.job.owner)
-        except Exception:
-            return None  # a busy or locked store: the next look tries again
-        return None if answer == Beat.RUN else answer
-
-    def run(self) -> None:
-        while not self.answer and not self.done.wait(HEARTBEAT):
-            answer = self.ask()
-            if answer:
-                with self.lock:
-                    self.answer, listener = answer, self.listener
-                if listener:
-                    listener(answer)
-
-    def listen(self, listener) -> None:
-        with self.lock:
-            self.listener, answer = listener, self.answer
-        if answer:
-            listener(answer)
-
-    def end(self) -> None:
-        self.done.set()
-        self.join()
+    def beat(self) -> Beat:
+        return self.records.watch(self.transfer_id, self.owner)
 
 
 _opened: dict[int, tuple[Storages, Records]] = {}
