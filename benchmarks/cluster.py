@@ -79,13 +79,8 @@ class Scheduler:
 
     def stop(self) -> None:
         """Workers first (a worker whose scheduler is gone waits to reconnect), then the scheduler."""
-        for process in [*self.processes[1:], self.processes[0]]:
-            process.terminate()
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        emu.stop(self.pids[1:])
+        emu.stop(self.pids[:1])
 
 
 def first_byte(records, transfer_id: str, started: float, found: list) -> None:

@@ -84,6 +84,12 @@ class DaskCluster:
                                                "--nthreads", str(threads), "--no-nanny", "--no-dashboard",
                                                "--host", "127.0.0.1"])
 
+    def with_workers(self, *names: str) -> dict[str, str]:
+        """Start a worker per name; their addresses by name once all are connected."""
+        for name in names:
+            self.add_worker(name)
+        return self.wait_for_workers(len(names))
+
     def wait_for_workers(self, count: int) -> dict[str, str]:
         """The workers' addresses by name, once `count` of them are connected."""
         from distributed import Client
@@ -96,15 +102,9 @@ class DaskCluster:
         self.workers[name].wait()
 
     def stop(self) -> None:
-        for process in [*self.workers.values(), self.scheduler]:
-            if process.poll() is None:
-                process.terminate()
-        for process in [*self.workers.values(), self.scheduler]:
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        """Workers first (a worker whose scheduler is gone waits to reconnect), then the scheduler."""
+        emu.stop([process.pid for process in self.workers.values()])
+        emu.stop([self.scheduler.pid])
 
 
 @pytest.fixture
@@ -151,9 +151,7 @@ def digests(tree: dict[str, bytes]) -> dict[str, str]:
 
 def test_s3_to_azure_spread_over_two_workers_with_one_object_split_across_them(dask_cluster, cluster_env):
     env = cluster_env
-    dask_cluster.add_worker("w1")
-    dask_cluster.add_worker("w2")
-    addresses = dask_cluster.wait_for_workers(2)
+    addresses = dask_cluster.with_workers("w1", "w2")
     tree = seed_tree(env, env.prefix, files=250, big=9 * PART + 12345)
     result = env.transfer("copy", f"--source=awss3:{env.prefix}", f"--target=az:{env.prefix}", "-r",
                           f"--cluster={dask_cluster.address}", "--id=spread", "--output=json", timeout=300,
@@ -185,6 +183,25 @@ def start(env, *args) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True, env=env.environ(**records_env()), cwd=env.config_dir)
 
 
+def copy_on(env, address: str, records, transfer_id: str, until: int, *options) -> subprocess.Popen:
+    """`cms transfer copy` of the test's tree to Azure on the cluster, in the background, once
+    `until` bytes of it are recorded done."""
+    client = start(env, "copy", f"--source=awss3:{env.prefix}", f"--target=az:{env.prefix}", "-r",
+                   f"--cluster={address}", f"--id={transfer_id}", "--parallel=2", *options)
+    wait_until(lambda: bytes_done(records, transfer_id) >= until, f"{until} bytes done")
+    return client
+
+
+def resumed_on(env, address: str, transfer_id: str) -> dict:
+    """`cms transfer resume` on the cluster, which must complete; its status."""
+    result = env.transfer("resume", f"--id={transfer_id}", f"--cluster={address}", "--output=json", timeout=300,
+                          **records_env())
+    assert result.returncode == 0, result.stderr
+    status = json.loads(result.stdout)
+    assert status["state"] == "completed", status
+    return status
+
+
 def wait_until(condition, what: str, seconds: float = 120):
     deadline = time.monotonic() + seconds
     while not (found := condition()):
@@ -212,9 +229,7 @@ def test_kill_9_of_one_of_two_workers_costs_at_most_the_parts_in_flight(dask_clu
     proxy = FaultProxy(f"http://127.0.0.1:{env.emulators.azure_port}", seed=1, flavor="azure")
     try:
         env.add_storage("counted", "azure", endpoint=f"{proxy.url}/{emu.AZURITE_ACCOUNT}", copy_from_url=False)
-        dask_cluster.add_worker("w1")
-        dask_cluster.add_worker("w2")
-        addresses = dask_cluster.wait_for_workers(2)
+        addresses = dask_cluster.with_workers("w1", "w2")
         tree = seed_tree(env, env.prefix, files=40, big=24 * PART + 999)
         total = sum(len(data) for data in tree.values())
         records = records_of(env, monkeypatch)
@@ -237,14 +252,10 @@ def test_kill_9_of_one_of_two_workers_costs_at_most_the_parts_in_flight(dask_clu
 def test_cancel_stops_every_workers_tasks_and_aborts_the_uploads_then_resume_finishes(dask_cluster, cluster_env,
                                                                                       monkeypatch):
     env = cluster_env
-    dask_cluster.add_worker("w1")
-    dask_cluster.add_worker("w2")
-    dask_cluster.wait_for_workers(2)
+    dask_cluster.with_workers("w1", "w2")
     tree = seed_tree(env, env.prefix, files=20, big=40 * PART)
     records = records_of(env, monkeypatch)
-    client = start(env, "copy", f"--source=awss3:{env.prefix}", f"--target=az:{env.prefix}", "-r",
-                   f"--cluster={dask_cluster.address}", "--id=cancelled", "--parallel=2", "--output=json")
-    wait_until(lambda: bytes_done(records, "cancelled") >= 2 * PART, "the first parts")
+    client = copy_on(env, dask_cluster.address, records, "cancelled", 2 * PART, "--output=json")
     began = time.monotonic()
     result = env.transfer("cancel", "--id=cancelled", "--output=json", **records_env())
     assert result.returncode == 0, result.stderr
@@ -257,33 +268,22 @@ def test_cancel_stops_every_workers_tasks_and_aborts_the_uploads_then_resume_fin
     assert "big.bin" not in env.tree("azure", env.prefix)
     assert uncommitted(env, env.prefix) == 0
 
-    result = env.transfer("resume", "--id=cancelled", f"--cluster={dask_cluster.address}", "--output=json",
-                          timeout=300, **records_env())
-    assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["state"] == "completed"
+    resumed_on(env, dask_cluster.address, "cancelled")
     assert digests(env.tree("azure", env.prefix)) == digests(tree)
 
 
 def test_a_client_killed_mid_transfer_reads_interrupted_and_resume_on_the_cluster_finishes(dask_cluster, cluster_env,
                                                                                           monkeypatch):
     env = cluster_env
-    dask_cluster.add_worker("w1")
-    dask_cluster.add_worker("w2")
-    dask_cluster.wait_for_workers(2)
+    dask_cluster.with_workers("w1", "w2")
     tree = seed_tree(env, env.prefix, files=300, big=30 * PART)
     records = records_of(env, monkeypatch)
-    client = start(env, "copy", f"--source=awss3:{env.prefix}", f"--target=az:{env.prefix}", "-r",
-                   f"--cluster={dask_cluster.address}", "--id=orphaned", "--parallel=2")
-    wait_until(lambda: bytes_done(records, "orphaned") >= 2 * PART, "the first parts")
+    client = copy_on(env, dask_cluster.address, records, "orphaned", 2 * PART)
     client.send_signal(signal.SIGKILL)
     client.wait()
     assert status_of(env, "orphaned")["state"] == "interrupted"
 
-    result = env.transfer("resume", "--id=orphaned", f"--cluster={dask_cluster.address}", "--output=json",
-                          timeout=300, **records_env())
-    assert result.returncode == 0, result.stderr
-    status = json.loads(result.stdout)
-    assert status["state"] == "completed" and status["objects_done"] == 301
+    assert resumed_on(env, dask_cluster.address, "orphaned")["objects_done"] == 301
     assert digests(env.tree("azure", env.prefix)) == digests(tree)
     assert uncommitted(env, env.prefix) == 0
 
@@ -291,13 +291,10 @@ def test_a_client_killed_mid_transfer_reads_interrupted_and_resume_on_the_cluste
 def test_a_scheduler_that_goes_away_fails_the_transfer_with_one_line_and_resume_goes_on(dask_cluster, cluster_env,
                                                                                        monkeypatch, tmp_path):
     env = cluster_env
-    dask_cluster.add_worker("w1")
-    dask_cluster.wait_for_workers(1)
+    dask_cluster.with_workers("w1")
     tree = seed_tree(env, env.prefix, files=20, big=30 * PART)
     records = records_of(env, monkeypatch)
-    client = start(env, "copy", f"--source=awss3:{env.prefix}", f"--target=az:{env.prefix}", "-r",
-                   f"--cluster={dask_cluster.address}", "--id=orphaned", "--parallel=2")
-    wait_until(lambda: bytes_done(records, "orphaned") >= PART, "the first part")
+    client = copy_on(env, dask_cluster.address, records, "orphaned", PART)
     dask_cluster.scheduler.send_signal(signal.SIGKILL)
     out, err = client.communicate(timeout=120)
     assert client.returncode == 1
@@ -308,12 +305,8 @@ def test_a_scheduler_that_goes_away_fails_the_transfer_with_one_line_and_resume_
 
     again = DaskCluster(env, tmp_path / "again")
     try:
-        again.add_worker("w2")
-        again.wait_for_workers(1)
-        result = env.transfer("resume", "--id=orphaned", f"--cluster={again.address}", "--output=json",
-                              timeout=300, **records_env())
-        assert result.returncode == 0, result.stderr
-        assert json.loads(result.stdout)["state"] == "completed"
+        again.with_workers("w2")
+        resumed_on(env, again.address, "orphaned")
         assert digests(env.tree("azure", env.prefix)) == digests(tree)
     finally:
         again.stop()
@@ -370,8 +363,7 @@ def configure_cluster(env, address: str) -> None:
 def test_rest_runs_on_the_cluster_configured_for_the_service_unless_a_request_says_false(dask_cluster, cluster_env):
     from test_service import Service, problem
     env = cluster_env
-    dask_cluster.add_worker("w1")
-    addresses = dask_cluster.wait_for_workers(1)
+    addresses = dask_cluster.with_workers("w1")
     tree = seed_tree(env, env.prefix, files=30, big=6 * PART)
     body = {"source": f"awss3:{env.prefix}", "target": f"az:{env.prefix}", "recursive": True}
     service = Service(env.environ(**records_env()), env.config_dir)
@@ -396,8 +388,7 @@ def test_rest_runs_on_the_cluster_configured_for_the_service_unless_a_request_sa
 def test_the_configured_cluster_is_the_default_of_the_command_and_an_unreachable_one_is_one_line(dask_cluster,
                                                                                                 cluster_env):
     env = cluster_env
-    dask_cluster.add_worker("w1")
-    addresses = dask_cluster.wait_for_workers(1)
+    addresses = dask_cluster.with_workers("w1")
     tree = seed_tree(env, env.prefix, files=5, big=0)
     configure_cluster(env, dask_cluster.address)
     result = env.transfer("copy", f"--source=awss3:{env.prefix}", f"--target=az:{env.prefix}", "-r", "--output=json",
