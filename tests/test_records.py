@@ -16,6 +16,7 @@ import threading
 import time
 import uuid
 from dataclasses import asdict
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import mongomock
@@ -24,10 +25,11 @@ import pytest
 from mongomock.collection import Collection as MockCollection
 from pymongo.errors import OperationFailure, ServerSelectionTimeoutError
 
+from cloudmesh.transfer import limits
 from cloudmesh.transfer.errors import Conflict, ConfigError, IdInUse, NotFound, RecordsError, TransferError
 from cloudmesh.transfer.records import open_records
 from cloudmesh.transfer.records import mongo as mongo_module
-from cloudmesh.transfer.records.base import LEASE, STATES
+from cloudmesh.transfer.records.base import LEASE, STATES, Sample
 from cloudmesh.transfer.records.mongo import MongoRecords, connect, translate
 from cloudmesh.transfer.records.sqlite import SQLiteRecords
 
@@ -660,7 +662,7 @@ def test_statistic_counts_every_state_and_the_time_of_finished_transfers(backend
     assert (stats["seconds_total"], stats["bytes_total"], stats["objects_total"]) == (10.0, 48, 6)
     assert stats["throughput_bytes_per_second"] == 5  # 48 bytes / 10 s, rounded
     assert set(stats) == {"transfers", "bytes_total", "objects_total", "seconds_total",
-                          "throughput_bytes_per_second", "by_route"}
+                          "throughput_bytes_per_second", "by_route", "by_day"}
 
 
 def test_statistic_of_an_empty_store_is_all_zero(records):
@@ -668,6 +670,57 @@ def test_statistic_of_an_empty_store_is_all_zero(records):
     assert stats["transfers"] == {"running": 0, "interrupted": 0, "completed": 0, "failed": 0, "cancelled": 0}
     assert (stats["bytes_total"], stats["objects_total"], stats["by_route"]) == (0, 0, {})
     assert stats["throughput_bytes_per_second"] == 0 and stats["seconds_total"] == 0
+    assert len(stats["by_day"]) == limits.STATISTIC_DAYS and set(stats["by_day"].values()) == {0}
+
+
+def day(days_ago: int) -> str:
+    return (datetime.now(timezone.utc).date() - timedelta(days=days_ago)).isoformat()
+
+
+def test_statistic_by_day_sums_the_bytes_done_by_the_day_transfers_started_every_day_shown(backend, records):
+    """The last STATISTIC_DAYS days up to today (UTC), oldest first, each present; a transfer's bytes
+    done count on the day it started; older transfers count nowhere."""
+    for tid, sizes, days_ago in [("today", (10, 20), 0), ("also-today", (5,), 0), ("earlier", (7, 9), 3),
+                                 ("too-old", (1000,), limits.STATISTIC_DAYS)]:
+        records.create(transfer(tid), objects(*sizes))
+        records.update_object(tid, "f0", state="done", bytes_done=sizes[0])
+        if days_ago:
+            backend.poke(tid, started=time.time() - days_ago * 86400)
+    records.update_object("today", "f1", state="failed", bytes_done=3, message="x")  # not done: not counted
+    stats = records.statistic()
+    assert list(stats["by_day"]) == [day(n) for n in range(limits.STATISTIC_DAYS - 1, -1, -1)]
+    assert stats["by_day"][day(0)] == 15 and stats["by_day"][day(3)] == 7
+    assert sum(stats["by_day"].values()) == 22
+    assert stats["bytes_total"] == 22 + 1000  # by_route counts every transfer, as before
+
+
+# progress samples
+
+
+def test_samples_are_read_in_time_order_and_each_transfer_keeps_its_own(records):
+    records.create(transfer("t1"), objects(10))
+    records.create(transfer("t2"), objects(10))
+    assert records.samples("t1") == [] and records.samples("never") == []
+    for sample in [Sample(3.0, 30, 1), Sample(1.0, 10, 0), Sample(2.0, 20, 0)]:
+        assert records.add_sample("t1", sample) is False
+    records.add_sample("t2", Sample(1.5, 99, 1))
+    assert records.samples("t1") == [Sample(1.0, 10, 0), Sample(2.0, 20, 0), Sample(3.0, 30, 1)]
+    assert records.samples("t2") == [Sample(1.5, 99, 1)]
+
+
+@pytest.mark.parametrize("held", [5, 6])
+def test_samples_past_the_maximum_are_thinned_keeping_the_first_and_the_newest(records, monkeypatch, held):
+    monkeypatch.setattr(limits, "SAMPLES_MAX", held)
+    records.create(transfer("t1"), objects(10))
+    records.create(transfer("t2"), objects(10))
+    records.add_sample("t2", Sample(0.5, 1, 0))
+    thinned = [records.add_sample("t1", Sample(float(n), n, 0)) for n in range(held + 1)]
+    assert thinned == [False] * held + [True]
+    kept = records.samples("t1")
+    assert kept[0] == Sample(0.0, 0, 0) and kept[-1] == Sample(float(held), held, 0) and len(kept) <= held
+    assert [s.at for s in kept] == sorted({*range(0, held + 1, 2), held})  # every other one, and the newest
+    assert records.samples("t2") == [Sample(0.5, 1, 0)]  # another transfer's samples are not thinned
+    assert records.add_sample("t1", Sample(held + 1.0, held + 1, 0)) is False
 
 
 # SQLite only: its file
@@ -724,6 +777,25 @@ def test_sqlite_database_of_the_first_release_gains_the_new_columns_and_keeps_it
         store.close()
 
 
+def test_sqlite_database_without_the_samples_table_gains_it_and_keeps_its_rows(tmp_path):
+    path = tmp_path / "previous.db"
+    store = SQLiteRecords(path)
+    store.create(transfer("old"), objects(4))
+    store.close()
+    with contextlib.closing(sqlite3.connect(path)) as db, db:
+        db.execute("DROP TABLE samples")  # as the release before samples left it
+    store = SQLiteRecords(path)
+    try:
+        assert store.status("old")["objects_total"] == 1 and store.samples("old") == []
+        store.add_sample("old", Sample(1.0, 4, 1))
+        assert store.samples("old") == [Sample(1.0, 4, 1)]
+        plan = " ".join(row[-1] for row in store.db.execute(
+            "EXPLAIN QUERY PLAN SELECT at FROM samples WHERE transfer_id = 'old' ORDER BY at"))
+        assert "samples_at" in plan
+    finally:
+        store.close()
+
+
 # MongoDB only: indexes, compare-and-swap, errors
 
 
@@ -746,6 +818,8 @@ def test_mongo_indexes_serve_the_queries_and_keep_objects_and_parts_unique(mongo
     assert keys["objects"][(("transfer_id", 1), ("state", 1))] is False
     assert keys["parts"][(("transfer_id", 1), ("path", 1), ("upload", 1), ("number", 1))] is True
     assert (("state", 1), ("started", -1), ("_id", 1)) in keys["transfers"]
+    assert (("transfer_id", 1), ("at", 1)) in {tuple(tuple(k) for k in spec["key"])
+                                               for spec in mongo.db["samples"].index_information().values()}
     mongo.open()  # opening again finds the indexes in place
 
 

@@ -10,10 +10,13 @@ import os
 import socket
 import time
 from abc import ABC, abstractmethod
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from enum import StrEnum
 from pathlib import Path
 from typing import Iterator
+
+from cloudmesh.transfer.limits import STATISTIC_DAYS
+
 
 class State(StrEnum):
     """A transfer's state: stored as running, completed, failed or cancelled; a running one whose
@@ -76,6 +79,16 @@ class ObjectRow:
         row = cls(**{name: columns.get(name) for name in OBJECT_COLUMNS})
         row.state = ObjectState(row.state)
         return row
+
+
+@dataclasses.dataclass(frozen=True)
+class Sample:
+    """A running transfer's progress at one moment (sampling.py), what its throughput over time is
+    plotted from: bytes done and objects settled (done, skipped, unverified or failed) at `at`."""
+
+    at: float  # epoch seconds
+    bytes_done: int
+    objects_done: int
 
 
 OBJECT_COLUMNS = tuple(field.name for field in dataclasses.fields(ObjectRow))
@@ -174,15 +187,41 @@ def status_view(transfer: dict, counts: dict, notes: list[dict]) -> dict:
     }
 
 
+def progress_of(status: dict) -> tuple[int, int]:
+    """A status view's bytes done and objects settled (done, skipped, unverified or failed), as
+    progress and samples count them."""
+    settled = ("done", "skipped", "unverified", "failed")
+    return status["bytes_done"], sum(status[f"objects_{state}"] for state in settled)
+
+
 def workers_view(objects: dict[str, int], nbytes: dict[str, int]) -> dict:
     """Per worker address of a cluster: the objects it settled and the bytes it sent."""
     return {worker: {"objects": objects.get(worker, 0), "bytes": nbytes.get(worker, 0)}
             for worker in sorted({*objects, *nbytes})}
 
 
-def statistic_view(states: dict, by_route: dict, seconds: float) -> dict:
+def statistic_days(now: float) -> list[str]:
+    """The STATISTIC_DAYS days (UTC, YYYY-MM-DD) of `by_day`, up to the day of `now`, oldest first."""
+    today = datetime.fromtimestamp(now, timezone.utc).date()
+    return [(today - timedelta(days=back)).isoformat() for back in range(STATISTIC_DAYS - 1, -1, -1)]
+
+
+def statistic_since(now: float) -> float:
+    """When the first day of `by_day` began (epoch seconds): the transfers started since count in it."""
+    first = datetime.fromisoformat(statistic_days(now)[0])
+    return first.replace(tzinfo=timezone.utc).timestamp()
+
+
+def day_of(seconds: float) -> str:
+    """The UTC day of a time, as `by_day` names it."""
+    return datetime.fromtimestamp(seconds, timezone.utc).date().isoformat()
+
+
+def statistic_view(states: dict, by_route: dict, seconds: float, by_day: dict[str, int], now: float) -> dict:
     """The public totals (the JSON of `statistic`) from transfers counted by state, bytes and
-    objects done per route, and the summed run time of finished transfers."""
+    objects done per route, the summed run time of finished transfers, and bytes done by the day
+    their transfers started (at `now`: every day of `statistic_days` is shown, 0 if it has none,
+    so that a plot of them has no holes)."""
     total_bytes = sum(r["bytes"] for r in by_route.values())
     return {
         "transfers": {**{state: 0 for state in STATES}, **states},
@@ -191,6 +230,7 @@ def statistic_view(states: dict, by_route: dict, seconds: float) -> dict:
         "seconds_total": round(seconds, 3),
         "throughput_bytes_per_second": round(total_bytes / seconds) if seconds else 0,
         "by_route": by_route,
+        "by_day": {day: by_day.get(day, 0) for day in statistic_days(now)},
     }
 
 
@@ -297,6 +337,14 @@ class Records(ABC):
         while rows := self.objects(transfer_id, after, page, unsettled=True):
             yield rows
             after = rows[-1].seq
+
+    @abstractmethod
+    def add_sample(self, transfer_id: str, sample: Sample) -> bool:
+        """Record a progress sample; past SAMPLES_MAX, drop every other one but the first and newest: True if so."""
+
+    @abstractmethod
+    def samples(self, transfer_id: str) -> list[Sample]:
+        """The transfer's progress samples in time order (none for a transfer that has none)."""
 
     @abstractmethod
     def statistic(self) -> dict:

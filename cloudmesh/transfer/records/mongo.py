@@ -1,8 +1,9 @@
 """Transfer records in MongoDB (pymongo): the same records as records/sqlite.py, for several hosts.
 
-Three collections: `transfers` (one document per transfer, _id = the transfer id), `objects` (one
-per object: transfer_id, seq, path and the columns of SQLite's objects table) and `parts`
-(transfer_id, path, upload, number, md5). MongoDB updates one document atomically, so every write
+The collections: `transfers` (one document per transfer, _id = the transfer id), `objects` (one per
+object: transfer_id, seq, path and the columns of SQLite's objects table), `parts` (transfer_id,
+path, upload, number, md5), `workers` (what each worker of a cluster settled) and `samples`
+(transfer_id, at, bytes_done, objects_done). MongoDB updates one document atomically, so every write
 that must not be lost to a concurrent one is a single update_one/find_one_and_update whose filter
 carries the condition: a claim is a compare-and-swap on the owner and heartbeat it read, a heartbeat
 and a finish with an owner are filtered on that owner. No multi-document transactions are used (they
@@ -21,21 +22,24 @@ import pymongo
 from pymongo.errors import (BulkWriteError, ConfigurationError, ConnectionFailure, DuplicateKeyError, OperationFailure,
                             PyMongoError)
 
+from cloudmesh.transfer import limits
 from cloudmesh.transfer.errors import Conflict, ConfigError, IdInUse, NotFound, RecordsError, TransferError
-from cloudmesh.transfer.records.base import (SETTLED, Beat, ObjectRow, Records, owner_alive, state_of, statistic_view,
-                                             status_view, watched, workers_view)
+from cloudmesh.transfer.records.base import (SETTLED, Beat, ObjectRow, Records, Sample, day_of, owner_alive, state_of,
+                                             statistic_since, statistic_view, status_view, watched, workers_view)
 
 TRANSFER_FIELDS = ("state", "source", "target", "route", "copy", "recursive", "started", "finished", "host", "pid",
                    "message", "owner", "heartbeat", "cancel", "listing", "cursor", "selection")
 OBJECT_FIELDS = {"state", "bytes_done", "md5", "method", "proof", "message", "warning", "size", "etag", "mtime",
                  "upload", "part_size"}
 NEWEST_FIRST = [("started", pymongo.DESCENDING), ("_id", pymongo.ASCENDING)]
+IN_TIME = [("at", pymongo.ASCENDING), ("_id", pymongo.ASCENDING)]
 INDEXES = {
     "objects": [([("transfer_id", 1), ("path", 1)], {"unique": True, "name": "transfer_path"}),
                 ([("transfer_id", 1), ("seq", 1)], {"name": "transfer_seq"}),
                 ([("transfer_id", 1), ("state", 1)], {"name": "transfer_state"})],
     "parts": [([("transfer_id", 1), ("path", 1), ("upload", 1), ("number", 1)], {"unique": True, "name": "part"})],
     "workers": [([("transfer_id", 1), ("worker", 1)], {"unique": True, "name": "transfer_worker"})],
+    "samples": [([("transfer_id", 1), ("at", 1)], {"name": "transfer_at"})],
     "transfers": [([("state", 1), ("started", -1), ("_id", 1)], {"name": "state_started"}),
                   ([("started", -1), ("_id", 1)], {"name": "started"})],
 }
@@ -135,6 +139,7 @@ class MongoRecords(Records):
         self.objects_ = database["objects"]
         self.parts_ = database["parts"]
         self.workers_ = database["workers"]
+        self.samples_ = database["samples"]
         for name, indexes in INDEXES.items():
             for keys, options in indexes:
                 database[name].create_index(keys, **options)
@@ -393,16 +398,36 @@ class MongoRecords(Records):
         return [ObjectRow.of(doc) for doc in (found if limit is None else found.limit(limit))]
 
     @guarded
+    def add_sample(self, transfer_id: str, sample: Sample) -> bool:
+        """Thinned by deleting the _ids of every other sample but the first and the newest."""
+        match = {"transfer_id": transfer_id}
+        self.samples_.insert_one({**match, "at": sample.at, "bytes_done": sample.bytes_done,
+                                  "objects_done": sample.objects_done})
+        if self.samples_.count_documents(match) <= limits.SAMPLES_MAX:
+            return False
+        ids = [doc["_id"] for doc in self.samples_.find(match, {"_id": 1}).sort(IN_TIME)]
+        self.samples_.delete_many({"_id": {"$in": ids[1:-1:2]}})
+        return True
+
+    @guarded
+    def samples(self, transfer_id: str) -> list[Sample]:
+        return [Sample(doc["at"], doc["bytes_done"], doc["objects_done"])
+                for doc in self.samples_.find({"transfer_id": transfer_id}, {"_id": 0}).sort(IN_TIME)]
+
+    @guarded
     def statistic(self) -> dict:
-        states, routes, route_of, seconds = {}, {}, {}, 0.0
+        now = time.time()
+        since = statistic_since(now)
+        states, routes, route_of, started, seconds = {}, {}, {}, {}, 0.0
         for doc in self.transfers_.find():
             row = self.row(doc)
             state = state_of(row)
             states[state] = states.get(state, 0) + 1
             if row["finished"] is not None:
                 seconds += row["finished"] - row["started"]
-            route_of[row["id"]] = row["route"]
+            route_of[row["id"]], started[row["id"]] = row["route"], row["started"]
             routes.setdefault(row["route"], {"transfers": 0, "bytes": 0, "objects": 0})["transfers"] += 1
+        by_day = {}
         for group in self.objects_.aggregate([
                 {"$match": {"state": "done"}},
                 {"$group": {"_id": "$transfer_id", "bytes": {"$sum": "$size"}, "objects": {"$sum": 1}}}]):
@@ -410,8 +435,11 @@ class MongoRecords(Records):
             if route is not None:  # objects of no transfer count nowhere, as in SQLite's join
                 routes[route]["bytes"] += group["bytes"]
                 routes[route]["objects"] += group["objects"]
+                if started[group["_id"]] >= since:
+                    day = day_of(started[group["_id"]])
+                    by_day[day] = by_day.get(day, 0) + group["bytes"]
         by_route = dict(sorted(routes.items()))
-        return statistic_view(states, by_route, seconds)
+        return statistic_view(states, by_route, seconds, by_day, now)
 
     def close(self) -> None:
         if self.client is not None:

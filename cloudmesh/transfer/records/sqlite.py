@@ -15,10 +15,11 @@ import threading
 import time
 from pathlib import Path
 
+from cloudmesh.transfer import limits
 from cloudmesh.transfer.errors import Conflict, IdInUse, NotFound, RecordsBusy, RecordsError
 from cloudmesh.transfer.limits import RECORDS_WAIT
-from cloudmesh.transfer.records.base import (SETTLED, Beat, ObjectRow, Records, owner_alive, state_of, statistic_view,
-                                             status_view, watched, workers_view)
+from cloudmesh.transfer.records.base import (SETTLED, Beat, ObjectRow, Records, Sample, owner_alive, state_of,
+                                             statistic_since, statistic_view, status_view, watched, workers_view)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS transfers (
@@ -42,6 +43,7 @@ CREATE TABLE IF NOT EXISTS transfers (
     selection TEXT
 );
 CREATE INDEX IF NOT EXISTS transfers_state ON transfers(state, started);
+CREATE INDEX IF NOT EXISTS transfers_started ON transfers(started);
 CREATE TABLE IF NOT EXISTS objects (
     transfer_id TEXT NOT NULL REFERENCES transfers(id),
     seq INTEGER NOT NULL,
@@ -76,6 +78,13 @@ CREATE TABLE IF NOT EXISTS parts (
     md5 TEXT NOT NULL,
     PRIMARY KEY (transfer_id, path, upload, number)
 );
+CREATE TABLE IF NOT EXISTS samples (
+    transfer_id TEXT NOT NULL,
+    at REAL NOT NULL,
+    bytes_done INTEGER NOT NULL,
+    objects_done INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS samples_at ON samples(transfer_id, at);
 """
 # Columns added after the first release, for databases created before them.
 ADDED = {"transfers": {"owner": "TEXT", "heartbeat": "REAL", "cancel": "INTEGER NOT NULL DEFAULT 0",
@@ -115,6 +124,9 @@ TRIGGERS = {
         INSERT INTO totals VALUES (new.transfer_id, 'uploads_open',
             CASE WHEN new.upload IS NOT NULL AND new.state NOT IN ({SETTLED_SQL}) THEN 1 ELSE -1 END) {ADD}; END""",
 }
+# Every other sample of a transfer but its first and newest (in time order), once it holds more than `?`.
+THINNED = """SELECT rowid FROM (SELECT rowid, row_number() OVER (ORDER BY at, rowid) AS n, count(*) OVER () AS held
+    FROM samples WHERE transfer_id = ?) WHERE held > ? AND n % 2 = 0 AND n < held"""
 # The counters of the objects recorded before `totals` existed.
 BACKFILL = [
     f"""INSERT INTO totals SELECT transfer_id, 'state:' || state, count(*) FROM objects GROUP BY transfer_id, state
@@ -143,7 +155,7 @@ def schema_columns() -> dict[str, set[str]]:
     """The columns of each table of SCHEMA, as SQLite itself reads it."""
     with contextlib.closing(sqlite3.connect(":memory:")) as db:
         db.executescript(SCHEMA)
-        return {table: columns_of(db, table) for table in ("transfers", "objects", "totals", "parts")}
+        return {table: columns_of(db, table) for table in ("transfers", "objects", "totals", "parts", "samples")}
 
 
 COLUMNS = schema_columns()
@@ -478,7 +490,23 @@ class SQLiteRecords(Records):
                 (transfer_id, after, -1 if limit is None else limit))]
 
     @guarded
+    def add_sample(self, transfer_id: str, sample: Sample) -> bool:
+        with self.transaction() as db:
+            db.execute("INSERT INTO samples (transfer_id, at, bytes_done, objects_done) VALUES (?, ?, ?, ?)",
+                       (transfer_id, sample.at, sample.bytes_done, sample.objects_done))
+            return db.execute(f"DELETE FROM samples WHERE rowid IN ({THINNED})",
+                              (transfer_id, limits.SAMPLES_MAX)).rowcount > 0
+
+    @guarded
+    def samples(self, transfer_id: str) -> list[Sample]:
+        with self.lock:
+            return [Sample(*row) for row in self.db.execute(
+                "SELECT at, bytes_done, objects_done FROM samples WHERE transfer_id = ? ORDER BY at, rowid",
+                (transfer_id,))]
+
+    @guarded
     def statistic(self) -> dict:
+        now = time.time()
         with self.lock:
             states = {}
             for row in self.db.execute("SELECT * FROM transfers"):
@@ -492,9 +520,13 @@ class SQLiteRecords(Records):
                 " GROUP BY t.route ORDER BY t.route").fetchall()
             seconds = self.db.execute(
                 "SELECT coalesce(sum(finished - started), 0) FROM transfers WHERE finished IS NOT NULL").fetchone()[0]
+            by_day = dict(self.db.execute(
+                "SELECT date(t.started, 'unixepoch') AS day, sum(x.value) FROM transfers t"
+                " JOIN totals x ON x.transfer_id = t.id AND x.name = 'bytes:done'"
+                " WHERE t.started >= ? GROUP BY day", (statistic_since(now),)).fetchall())
         by_route = {r["route"]: {"transfers": r["transfers"], "bytes": r["bytes"], "objects": r["objects"]}
                     for r in routes}
-        return statistic_view(states, by_route, seconds)
+        return statistic_view(states, by_route, seconds, by_day, now)
 
     @guarded
     def close(self) -> None:
