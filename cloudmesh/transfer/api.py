@@ -32,6 +32,7 @@ from cloudmesh.transfer.providers import MiB, Storage
 from cloudmesh.transfer.records import Records, open_records
 from cloudmesh.transfer.records.base import State
 from cloudmesh.transfer.retry import Retry
+from cloudmesh.transfer.sampling import Sampler
 from cloudmesh.transfer.storages import Storages
 
 log = logging.getLogger(__name__)
@@ -206,9 +207,9 @@ class Transfer(Storages):
         return lease
 
     def execute(self, run: Run, progress: Progress | None = None) -> dict:
-        """Run the engine over a created or reopened transfer and record how it ended; a cancelled
-        run leaves no partial upload behind."""
-        progress = progress or Progress()
+        """Run the engine over a created or reopened transfer and record how it ended, sampling its
+        progress (sampling.py); a cancelled run leaves no partial upload behind."""
+        progress = Sampler(progress or Progress(), self.records, run.id)
         try:
             self.connect()
         except BaseException:

@@ -29,7 +29,7 @@ from cloudmesh.transfer.limits import (CLUSTER_BATCH_BYTES, CLUSTER_BATCH_OBJECT
 from cloudmesh.transfer.planner import Item
 from cloudmesh.transfer.progress import Progress
 from cloudmesh.transfer.providers import ObjectInfo, Resumable, ServerCopy
-from cloudmesh.transfer.records.base import HEARTBEAT, Beat, ObjectState, State
+from cloudmesh.transfer.records.base import HEARTBEAT, Beat, ObjectState, State, progress_of
 from cloudmesh.transfer.records.batch import Batch
 from cloudmesh.transfer.worker import Job, run_batch, run_parts
 
@@ -89,12 +89,13 @@ class Cluster:
 
 
 class Counter(threading.Thread):
-    """Shows the whole cluster's progress: every second, the records' bytes and settled objects."""
+    """Shows the whole cluster's progress in this run: every second, what the records' bytes and
+    settled objects grew by since it started (what earlier runs did is not this run's progress)."""
 
     def __init__(self, records, transfer_id: str, progress: Progress):
         super().__init__(name=f"progress {transfer_id}", daemon=True)
         self.records, self.transfer_id, self.progress = records, transfer_id, progress
-        self.done, self.shown = threading.Event(), (0, 0)
+        self.done, self.shown = threading.Event(), progress_of(records.status(transfer_id))
         self.start()
 
     def run(self) -> None:
@@ -103,10 +104,10 @@ class Counter(threading.Thread):
 
     def count(self) -> None:
         try:
-            status = self.records.status(self.transfer_id)
-        except Exception:
+            now = progress_of(self.records.status(self.transfer_id))
+        except Exception as e:
+            log.warning("the progress of transfer %s was not read: %s", self.transfer_id, e)
             return
-        now = (status["bytes_done"], sum(status[f"objects_{s}"] for s in ("done", "skipped", "unverified", "failed")))
         self.progress.update(now[0] - self.shown[0], now[1] - self.shown[1])
         self.shown = now
 
@@ -134,8 +135,8 @@ class ClusterEngine(Engine):
     def run(self, transfer_id: str, items, move: bool, lease: Lease) -> str:
         self.transfer_id = transfer_id
         self.job = Job(transfer_id, lease.owner, self.source.name, self.target.name, move, self.options)
+        counter = Counter(self.records, transfer_id, self.shown)  # first: it reads the records, which may fail
         self.batch = Batch(self.records, transfer_id)
-        counter = Counter(self.records, transfer_id, self.shown)
         lease.listen(self.halt)
         try:
             with BoundedExecutor(self.options.parallel, self.options.parallel, "part") as self.parts, \

@@ -279,12 +279,14 @@ class Engine:
         except (TransferError, OSError) as e:
             ERRORS.add(e.__class__.__name__)
             self.batch.update(item.path, state=ObjectState.FAILED, message=one_line(e))
+            self.progress.update(0, 1)  # settled, as a cluster's progress counts it too
             return False
         except Exception as e:
             ERRORS.add("internal")
             log.exception("copying %s", item.path)
             self.batch.update(item.path, state=ObjectState.FAILED,
                                        message=f"{e.__class__.__name__} while copying")
+            self.progress.update(0, 1)
             return False
         size = 0 if item.skip else item.source.size
         unverified = copied.proof is Proof.NONE
