@@ -63,3 +63,14 @@ CLUSTER_SPREAD = 2  # objects being spread over the cluster at once
 MAX_LOCAL_WORKERS = 64  # worker processes `workers` starts on this host
 CLUSTER_CONNECT = 10.0  # seconds to reach the scheduler
 CLUSTER_GONE = 20.0  # seconds without the scheduler before the transfer fails (to resume later)
+
+# Progress samples (sampling.py): what the dashboard plots throughput over time from. A running
+# transfer records one every SAMPLE_EVERY seconds; past SAMPLES_MAX, every other one is dropped and
+# the interval doubles, so a transfer keeps evenly spaced samples over its whole run.
+SAMPLE_EVERY = 1.0
+SAMPLES_MAX = 600
+STATISTIC_DAYS = 30  # days of bytes per day in `statistic`, up to today
+
+# The dashboard (service/ui, at /ui) and the REST operations it needs.
+PREVIEW_ROWS = 1000  # rows of a dry-run preview at most (a preview answers while the request waits)
+BROWSE_ROWS = 1000  # entries of one folder listing at most
