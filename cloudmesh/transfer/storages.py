@@ -2,15 +2,23 @@
 and the configuration itself. `Transfer` (api.py) runs transfers on top of these."""
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 from cloudmesh.transfer import check, location
 from cloudmesh.transfer import config as settings
 from cloudmesh.transfer.errors import NotFound, UsageError
 from cloudmesh.transfer.location import Location
-from cloudmesh.transfer.providers import Storage, open_storage
+from cloudmesh.transfer.providers import Folder, ObjectInfo, Storage, open_storage
 from cloudmesh.transfer.records.base import iso
 from cloudmesh.transfer.retry import Retry
+
+
+def row(name: str, entry: ObjectInfo | Folder) -> dict:
+    """A listed object, or a sub-folder (named with a trailing '/', without details), as `list` shows it."""
+    if isinstance(entry, Folder):
+        return {"name": f"{name}/", "size": None, "modified": None, "md5": None}
+    return {"name": name, "size": entry.size, "modified": iso(entry.mtime), "md5": entry.md5}
 
 
 class Storages:
@@ -40,24 +48,23 @@ class Storages:
             "storages": {name: {"kind": s.kind, **settings.masked(s.settings)} for name, s in self._config.items()},
         }
 
-    def list(self, target: str, recursive: bool = False) -> list[dict]:
-        """The objects under a path; without `recursive`, its direct files and sub-folders."""
+    def list(self, target: str, recursive: bool = False, limit: int | None = None) -> list[dict]:
+        """The objects under a path; without `recursive`, its direct files and sub-folders, read one
+        level deep (Storage.entries), not the whole subtree. At most `limit` rows: a caller that
+        asks for one more than it shows learns whether there are more."""
         where = Location.parse(target)
         storage = self.storage(where.storage)
         single = storage.stat(where.path)
-        objects = [single] if single else list(storage.list(where.path))
-        if not objects and not storage.is_folder(where.path):
+        if single:
+            found = [single]
+        else:
+            found = storage.list(where.path) if recursive else storage.entries(where.path)
+        rows = []
+        for entry in itertools.islice(found, limit):
+            name = location.basename(entry.key) if single else entry.key[len(where.path):].lstrip("/")
+            rows.append(row(name, entry))
+        if not rows and not single and not storage.is_folder(where.path):
             raise NotFound(f"'{where}' does not exist")
-        rows, folders = [], set()
-        for info in objects:
-            relative = info.key[len(where.path):].lstrip("/") if not single else location.basename(info.key)
-            if not recursive and "/" in relative:
-                folder = relative.split("/", 1)[0] + "/"
-                if folder not in folders:
-                    folders.add(folder)
-                    rows.append({"name": folder, "size": None, "modified": None, "md5": None})
-                continue
-            rows.append({"name": relative, "size": info.size, "modified": iso(info.mtime), "md5": info.md5})
         return rows
 
     def delete(self, target: str, recursive: bool = False) -> list[str]:

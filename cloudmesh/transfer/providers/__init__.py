@@ -3,8 +3,8 @@ import importlib
 
 from cloudmesh.transfer.config import StorageConfig
 from cloudmesh.transfer.errors import ConfigError
-from cloudmesh.transfer.providers.base import (MiB, ObjectInfo, Part, Reader, Resumable, ServerCopy, SignedURLs,
-                                               Storage, Upload)
+from cloudmesh.transfer.providers.base import (Folder, MiB, ObjectInfo, Part, Reader, Resumable, ServerCopy,
+                                               SignedURLs, Storage, Upload)
 from cloudmesh.transfer.retry import Retry
 
 KINDS = {
@@ -27,5 +27,5 @@ def open_storage(config: StorageConfig, retry: Retry = Retry()) -> Storage:
     return provider_class(config.kind).from_config(config, retry)
 
 
-__all__ = ["KINDS", "MiB", "ObjectInfo", "Part", "Reader", "Resumable", "ServerCopy", "SignedURLs", "Storage",
+__all__ = ["KINDS", "Folder", "MiB", "ObjectInfo", "Part", "Reader", "Resumable", "ServerCopy", "SignedURLs", "Storage",
            "Upload", "open_storage", "provider_class"]

@@ -26,8 +26,8 @@ from cloudmesh.transfer.config import StorageConfig
 from cloudmesh.transfer.errors import Changed, ConfigError, IntegrityError, NotFound, TransferError
 from cloudmesh.transfer.integrity import Claim, Proof, combine_crc64, composite_etag, crc64, md5_hex, part_record
 from cloudmesh.transfer.providers import http
-from cloudmesh.transfer.providers.base import (MiB, ObjectInfo, Part, Reader, Resumable, ServerCopy, SignedURLs,
-                                               Storage, Upload, endpoint_place)
+from cloudmesh.transfer.providers.base import (Folder, MiB, ObjectInfo, Part, Reader, Resumable, ServerCopy,
+                                               SignedURLs, Storage, Upload, endpoint_place, entry_order)
 from cloudmesh.transfer.retry import Retry
 
 log = logging.getLogger(__name__)
@@ -223,6 +223,20 @@ class S3Storage(Storage, SignedURLs, ServerCopy, Resumable):
                 for entry in page.get("Contents", []):
                     if not marker(entry):
                         yield self.info(entry["Key"], entry)
+
+    def entries(self, prefix: str) -> Iterator[ObjectInfo | Folder]:
+        """One level by a listing delimited by '/' (its CommonPrefixes are the sub-folders), without
+        folder markers. S3 names a sub-folder that holds only a marker too, so each one is
+        confirmed by `is_folder` (one request for two keys), never by listing what lies under it."""
+        start = f"{prefix}/" if prefix else ""
+        with self.errors(prefix):
+            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=start,
+                                                                               Delimiter="/"):
+                found = [self.info(item["Key"], item) for item in page.get("Contents", []) if not marker(item)]
+                found += [Folder(common["Prefix"][:-1]) for common in page.get("CommonPrefixes", [])]
+                for entry in sorted(found, key=entry_order):
+                    if isinstance(entry, ObjectInfo) or self.is_folder(entry.key):
+                        yield entry
 
     def is_folder(self, prefix: str) -> bool:
         """By one request for two keys, where that settles it (a folder marker alone does not make a

@@ -27,7 +27,7 @@ from xml.etree.ElementTree import ParseError
 from azure.core import MatchConditions
 from azure.core.exceptions import (AzureError, ClientAuthenticationError, DecodeError, HttpResponseError,
                                    ResourceExistsError, ResourceModifiedError)
-from azure.storage.blob import (BlobBlock, BlobSasPermissions, BlobServiceClient, ContainerSasPermissions,
+from azure.storage.blob import (BlobBlock, BlobPrefix, BlobSasPermissions, BlobServiceClient, ContainerSasPermissions,
                                 ContentSettings, ExponentialRetry, generate_blob_sas, generate_container_sas)
 
 from cloudmesh.transfer.config import StorageConfig
@@ -35,8 +35,8 @@ from cloudmesh.transfer.errors import Changed, ConfigError, IntegrityError, NotF
 from cloudmesh.transfer.integrity import RANGE_MD5_LIMIT, Claim, Proof, crc64, md5_hex, part_record
 from cloudmesh.transfer.limits import LIST_PAGE
 from cloudmesh.transfer.providers import http
-from cloudmesh.transfer.providers.base import (Listed, MiB, ObjectInfo, Part, Reader, Resumable, ServerCopy,
-                                               SignedURLs, Storage, Upload, endpoint_place)
+from cloudmesh.transfer.providers.base import (Folder, Listed, MiB, ObjectInfo, Part, Reader, Resumable,
+                                               ServerCopy, SignedURLs, Storage, Upload, endpoint_place, entry_order)
 from cloudmesh.transfer.retry import Retry
 from cloudmesh.transfer.tally import RETRIES
 
@@ -414,17 +414,33 @@ class AzureStorage(Storage, SignedURLs, ServerCopy, Resumable):
         blob = self.properties_of(key)
         return self.info(blob) if blob is not None and not folder_marker(blob) else None
 
-    def is_folder(self, prefix: str) -> bool:
-        """By one request for two blobs where that settles it, instead of a page of a thousand; a
-        folder marker blob (hdi_isfolder) makes a folder too."""
-        if not prefix:
-            return True
+    def entries(self, prefix: str) -> Iterator[ObjectInfo | Folder]:
+        """One level by walk_blobs delimited by '/' (a BlobPrefix is a sub-folder), without what
+        `listed` leaves out. The SDK gives a page's prefixes before its blobs, so each page is
+        sorted; a sub-folder is confirmed by `occupied`, since Azure names one that holds only
+        folder markers too."""
+        start = f"{prefix}/" if prefix else None
+        with self.errors(prefix):
+            for page in self.container.walk_blobs(name_starts_with=start, include=["metadata"],
+                                                  delimiter="/").by_page():
+                found = [Folder(item.name[:-1]) if isinstance(item, BlobPrefix) else self.info(item)
+                         for item in page if isinstance(item, BlobPrefix) or listed(item)]
+                for entry in sorted(found, key=entry_order):
+                    if isinstance(entry, ObjectInfo) or self.occupied(entry.key):
+                        yield entry
+
+    def occupied(self, prefix: str) -> bool:
+        """Whether an object lies under the folder `prefix`: by one request for two blobs where that
+        settles it, instead of a page of a thousand."""
         with self.errors(prefix):
             found = list(next(self.container.list_blobs(name_starts_with=f"{prefix}/", include=["metadata"],
                                                         results_per_page=2).by_page(), []))
-        if any(listed(blob) for blob in found):
-            return True
-        if len(found) == 2 and super().is_folder(prefix):
+        return any(listed(blob) for blob in found) or (len(found) == 2 and super().is_folder(prefix))
+
+    def is_folder(self, prefix: str) -> bool:
+        """The root, a folder an object lies under (`occupied`), or one a folder marker blob
+        (hdi_isfolder) stands for."""
+        if not prefix or self.occupied(prefix):
             return True
         marker = self.properties_of(prefix)
         return marker is not None and folder_marker(marker)

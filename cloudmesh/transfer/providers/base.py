@@ -44,6 +44,18 @@ class ObjectInfo:
 Listed = tuple[list[ObjectInfo], str | None]  # a page of a listing, and the cursor to list on from after it
 
 
+@dataclass(frozen=True)
+class Folder:
+    """A sub-folder in a one-level listing (Storage.entries): its key, without the trailing '/'."""
+
+    key: str
+
+
+def entry_order(entry: ObjectInfo | Folder) -> str:
+    """Where an entry of a one-level listing sorts: a folder as its key and '/', as its objects do."""
+    return f"{entry.key}/" if isinstance(entry, Folder) else entry.key
+
+
 class Reader(ABC):
     """An open object being read: its content type, metadata and the claim its bytes are proven
     by (integrity.Claim), then its bytes."""
@@ -135,6 +147,22 @@ class Storage(ABC):
     def list(self, prefix: str, after: str | None = None) -> Iterator[ObjectInfo]:
         """Every object whose key is under the folder `prefix` ('' is the whole storage), in key
         order (by code point, which is S3's UTF-8 byte order), from the first key after `after` on."""
+
+    def entries(self, prefix: str) -> Iterator[ObjectInfo | Folder]:
+        """The files and sub-folders directly in the folder `prefix` ('' is the root), in key order
+        (see entry_order), as rclone's List(dir) gives one directory. A sub-folder is there when an
+        object lies under it, so that it shows exactly when `list` shows something under it: one
+        that holds nothing but folder markers is left out, like the markers themselves. This
+        default collapses the whole `list`; a storage that can read one level overrides it."""
+        start = f"{prefix}/" if prefix else ""
+        last = None
+        for info in self.list(prefix):
+            name, nested, _ = info.key[len(start):].partition("/")
+            if not nested:
+                yield info
+            elif name != last:
+                last = name
+                yield Folder(start + name)
 
     def pages(self, prefix: str, cursor: str | None = None) -> Iterator[Listed]:
         """The listing a page at a time, each page with the cursor to list on from after it (None

@@ -33,7 +33,7 @@ from cloudmesh.transfer import config as settings
 from cloudmesh.transfer.config import StorageConfig
 from cloudmesh.transfer.errors import Changed, IntegrityError, NotFound, TransferError, UsageError
 from cloudmesh.transfer.integrity import Claim, Proof
-from cloudmesh.transfer.providers.base import ObjectInfo, Reader, Resumable, Storage, Upload
+from cloudmesh.transfer.providers.base import Folder, ObjectInfo, Reader, Resumable, Storage, Upload
 from cloudmesh.transfer.retry import Retry
 
 PARTIAL_SUFFIX = ".cmtransfer.partial"
@@ -420,29 +420,66 @@ class LocalStorage(Storage, Resumable):
         """The files under `prefix` in key order (a folder sorts as its name and '/', so that the
         walk is in the order S3 lists keys), from the first key after `after` on."""
         top = "/".join(self.components(prefix)) if prefix else ""
-        try:
-            if not top:
-                fd, parts = self.open_root(), ()
-            else:
-                spot = self.find(top)
-                if spot is None:
-                    return
-                with spot:
-                    if not spot.is_a(stat.S_ISDIR):
-                        return
-                    fd, parts = spot.open_folder(), spot.parts
-        except (Absent, Changing):
+        opened = self.open_listed(top)
+        if opened is None:
             return
+        fd, parts = opened
         try:
             yield from self.walk(fd, parts, top, after)
         finally:
             os.close(fd)
 
+    def entries(self, prefix: str) -> Iterator[ObjectInfo | Folder]:
+        """One read of the folder: its files as `list` gives them, and its subfolders that hold a
+        file (each walked only as far as its first one), in the same key order. An empty folder,
+        or one holding only empty folders, is left out, as `list` shows nothing under it."""
+        top = "/".join(self.components(prefix)) if prefix else ""
+        opened = self.open_listed(top)
+        if opened is None:
+            return
+        fd, parts = opened
+        try:
+            for name, key, st, _ in self.level(fd, parts, top, None):
+                if not stat.S_ISDIR(st.st_mode):
+                    info = self.listed_file(key, name, st)
+                    if info is not None:
+                        yield info
+                elif self.holds_file(fd, parts, name, key):
+                    yield Folder(key)
+        finally:
+            os.close(fd)
+
+    def open_listed(self, top: str) -> tuple[int, tuple[str, ...]] | None:
+        """The folder `top` opened for a listing, with its real path under the root (the caller
+        closes it); None when no folder is there."""
+        try:
+            if not top:
+                return self.open_root(), ()
+            spot = self.find(top)
+            if spot is None:
+                return None
+            with spot:
+                return (spot.open_folder(), spot.parts) if spot.is_a(stat.S_ISDIR) else None
+        except (Absent, Changing):
+            return None
+
     def walk(self, fd: int, parts: tuple[str, ...], prefix: str, after: str | None) -> Iterator[ObjectInfo]:
         """The files of the open folder `fd` (real path `parts`, key `prefix`) and of its subfolders,
-        in key order, passing over those up to `after` (and whole folders that lie before it). A
-        folder holds only its names while it is walked, not their details.
-        What cannot be read is skipped with a warning, as is what vanishes meanwhile."""
+        in key order, passing over those up to `after` (and whole folders that lie before it)."""
+        for name, key, st, within in self.level(fd, parts, prefix, after):
+            if stat.S_ISDIR(st.st_mode):
+                yield from self.descend(fd, parts, name, key, within)
+            else:
+                info = self.listed_file(key, name, st)
+                if info is not None:
+                    yield info
+
+    def level(self, fd: int, parts: tuple[str, ...], prefix: str,
+              after: str | None) -> Iterator[tuple[str, str, os.stat_result, str | None]]:
+        """The entries of the open folder `fd` (real path `parts`, key `prefix`) in key order, as
+        (name, key, lstat, the `after` to walk a subfolder from), passing over those up to `after`.
+        A folder holds only its names while it is listed, not their details. What cannot be read
+        is skipped with a warning, as is what vanishes meanwhile and the cloudmesh config directory."""
         try:
             names, folders = [], set()
             with os.scandir(fd) as entries:
@@ -473,17 +510,26 @@ class LocalStorage(Storage, Resumable):
                 continue
             if st is None:
                 self.skipped(key, "it vanished while its folder was listed")
-            elif stat.S_ISDIR(st.st_mode):
-                yield from self.descend(fd, parts, name, key, within)
-            elif stat.S_ISREG(st.st_mode):
-                if not name.endswith(PARTIAL_SUFFIX):
-                    yield self.info(key, st)
-            elif stat.S_ISLNK(st.st_mode):
-                linked = self.linked(key)
-                if linked is not None:
-                    yield linked
             else:
-                log.info("not listed: %r is neither a file nor a folder", f"{self.name}:{key}")
+                yield name, key, st, within
+
+    def listed_file(self, key: str, name: str, st: os.stat_result) -> ObjectInfo | None:
+        """A listed entry that is not a folder, as an object: a file (but a partial one), or a
+        symlinked file (see `linked`); None for anything else."""
+        if stat.S_ISREG(st.st_mode):
+            return None if name.endswith(PARTIAL_SUFFIX) else self.info(key, st)
+        if stat.S_ISLNK(st.st_mode):
+            return self.linked(key)
+        log.info("not listed: %r is neither a file nor a folder", f"{self.name}:{key}")
+        return None
+
+    def holds_file(self, fd: int, parts: tuple[str, ...], name: str, key: str) -> bool:
+        """Whether `list` finds a file under the subfolder `name` of the open folder `fd`."""
+        files = self.descend(fd, parts, name, key, None)
+        try:
+            return next(files, None) is not None
+        finally:
+            files.close()
 
     def descend(self, fd: int, parts: tuple[str, ...], name: str, key: str, after: str | None) -> Iterator[ObjectInfo]:
         """The files of the subfolder `name` of the open folder `fd`, as `walk` lists them."""
