@@ -39,8 +39,9 @@ def generated(tmp_path):
 def test_a_generated_client_drives_a_transfer_through_the_service(env, generated):
     package = "cloudmesh_transfer_client.api.default"
     names = sorted(m.name for m in pkgutil.iter_modules(importlib.import_module(package).__path__))
-    assert names == ["cancel_transfer", "check", "create_transfer", "get_metrics", "get_statistics", "get_transfer", "health",
-                     "list_storages", "list_transfers", "resume_transfer"]
+    assert names == ["cancel_transfer", "check", "cleanup_transfer", "create_transfer", "get_metrics", "get_samples",
+                     "get_statistics", "get_transfer", "health", "list_objects", "list_storages", "list_transfers",
+                     "preview_transfer", "resume_transfer"]
     api = SimpleNamespace(**{name: importlib.import_module(f"{package}.{name}") for name in names})
     models = importlib.import_module("cloudmesh_transfer_client.models")
     files = {f"f{i}.txt": os.urandom(1000 + i) for i in range(5)}

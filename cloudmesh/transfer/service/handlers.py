@@ -2,13 +2,15 @@
 createTransfer -> create_transfer; see app.handler): thin calls into the
 Transfer API, so that a transfer started over REST and one started with `cms transfer` are the
 same thing in the records."""
+import itertools
 import threading
+from dataclasses import asdict
 
 from cloudmesh.transfer import __version__
 from cloudmesh.transfer import config as settings
 from cloudmesh.transfer.api import Transfer
 from cloudmesh.transfer.errors import NotFound, UsageError
-from cloudmesh.transfer.limits import SERVICE_RECORDS_WAIT
+from cloudmesh.transfer.limits import BROWSE_ROWS, PREVIEW_ROWS, SERVICE_RECORDS_WAIT
 from cloudmesh.transfer.options import TransferConfig
 from cloudmesh.transfer.planner import Selection
 from cloudmesh.transfer.records import open_records
@@ -99,6 +101,35 @@ def resume_transfer(id: str):
     api = transfer()
     run = app.SERVICE.launch(api, lambda: api.reopen(id))
     return answer(reader().status(id), 202, id) if run else answer(reader().status(id))
+
+
+def cleanup_transfer(id: str):
+    return answer({"id": id, "discarded": transfer().cleanup(id)})
+
+
+def get_samples(id: str):
+    api = reader()
+    api.status(id)  # NotFound for an unknown id
+    return answer({"id": id, "samples": [asdict(sample) for sample in api.records.samples(id)]})
+
+
+def preview_transfer(body: dict):
+    """The first PREVIEW_ROWS rows of a dry run, and whether there are more."""
+    try:
+        rows = transfer().preview(body["source"], body["target"], body.get("recursive", False), body.get("move", False),
+                                  include=body.get("include", []), exclude=body.get("exclude", []),
+                                  sync=body.get("sync"))
+        shown = list(itertools.islice(rows, PREVIEW_ROWS + 1))
+    except NotFound as e:  # a source that does not exist is bad input here, not an unknown transfer
+        raise UsageError(str(e)) from None
+    return answer({"source": body["source"], "target": body["target"], "rows": shown[:PREVIEW_ROWS],
+                   "truncated": len(shown) > PREVIEW_ROWS})
+
+
+def list_objects(location: str):
+    """One folder level, for the dashboard's folder browser: BROWSE_ROWS entries at most."""
+    entries = transfer().list(location, limit=BROWSE_ROWS + 1)
+    return answer({"location": location, "entries": entries[:BROWSE_ROWS], "truncated": len(entries) > BROWSE_ROWS})
 
 
 def check(body: dict):
