@@ -21,7 +21,7 @@ setup(
     # namespace's folders, finds `transfer` (see README, "Installing").
     package_dir={"": "."},
     packages=find_namespace_packages(include=["cloudmesh", "cloudmesh.transfer", "cloudmesh.transfer.*"]),
-    package_data={"cloudmesh.transfer.service": ["openapi.yaml"]},
+    package_data={"cloudmesh.transfer.service": ["openapi.yaml", "ui/*.*", "ui/vendor/*"]},
     install_requires=[
         line.strip()
         for line in (here / "requirements.txt").read_text().splitlines()

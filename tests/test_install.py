@@ -161,6 +161,16 @@ def test_the_venv_sees_only_the_package_installed_there(installed):
     assert (installed.project if installed.how == "editable" else installed.prefix) in where.parents, found
 
 
+def test_the_package_holds_the_contract_and_the_dashboard(installed):
+    """The files the service serves are package data: the OpenAPI document and every file of /ui."""
+    where = subprocess.run([installed.python, "-c", "import cloudmesh.transfer.service as s; print(s.__path__[0])"],
+                           capture_output=True, text=True, check=True, cwd=installed.prefix).stdout.strip()
+    shipped = {p.relative_to(where).as_posix() for p in Path(where).rglob("*") if p.is_file()}
+    ui = ROOT / "cloudmesh" / "transfer" / "service" / "ui"
+    wanted = {"openapi.yaml", *(f"ui/{p.relative_to(ui).as_posix()}" for p in ui.rglob("*") if p.is_file())}
+    assert {"ui/index.html", "ui/app.js", "ui/vendor/uPlot.LICENSE"} <= wanted <= shipped, wanted - shipped
+
+
 def test_a_cms_script_finds_transfer_and_does_its_work(installed, env):
     """`cms < script`: the shell finds `transfer`, copies local -> S3 -> Azure and lists the result."""
     data = f"script {installed.how}\n".encode()

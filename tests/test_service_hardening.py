@@ -194,7 +194,7 @@ def test_content_length_is_read_as_http_allows(isolated, lengths, status, part):
     assert part in answer, answer
 
 
-@pytest.mark.parametrize("path", ["/openapi.json", "/openapi.yaml", "/ui/", "/transfers", "/no-such-path"])
+@pytest.mark.parametrize("path", ["/openapi.json", "/openapi.yaml", "/uix", "/transfers", "/no-such-path"])
 def test_only_health_answers_without_the_token(isolated, path):
     for headers in ({}, {"Authorization": "Bearer not-the-token"}, {"Authorization": f"Basic {TOKEN}"}):
         response = http.request("GET", f"{isolated.url}{path}", headers=headers)

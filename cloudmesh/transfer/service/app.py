@@ -18,6 +18,7 @@ import logging
 import math
 import re
 import sqlite3
+import sys
 import threading
 import time
 import warnings
@@ -39,6 +40,7 @@ from cloudmesh.transfer.options import memory_budget
 from cloudmesh.transfer.errors import (ConfigError, Conflict, NotFound, RecordsBusy, RecordsError, TransferError,
                                        UsageError)
 from cloudmesh.transfer.limits import MiB
+from cloudmesh.transfer.service.dashboard import Dashboard
 from cloudmesh.transfer.service.guard import RequestGuard
 from cloudmesh.transfer.service.timeouts import TimedHttp
 from cloudmesh.transfer.service.token import service_token
@@ -230,7 +232,8 @@ def handler(operation_id: str):
 
 
 def create_app(token: str, budget: int = limits.MEMORY_BUDGET) -> RequestLog:
-    """The ASGI application: the spec-first API behind the guard, each request logged."""
+    """The ASGI application: the spec-first API behind the guard, the dashboard's static pages
+in front of it, each request logged."""
     global SERVICE
     SERVICE = Service(token, budget=budget)
 
@@ -247,7 +250,17 @@ def create_app(token: str, budget: int = limits.MEMORY_BUDGET) -> RequestLog:
     app.add_error_handler(sqlite3.Error, store_problem)
     app.add_error_handler(PyMongoError, store_problem)
     app.add_error_handler(Exception, bug_problem)
-    return RequestLog(RequestGuard(app, token))
+    return RequestLog(Dashboard(RequestGuard(app, token)))
+
+
+def dashboard_line(host: str, port: int, token: str, where: str, terminal: bool) -> str:
+    """The dashboard's address for the person who started the service: on a terminal with the token
+    in the fragment (which a browser never sends: the page keeps it in sessionStorage), else
+    without it, since output that is not a terminal tends to end up in logs."""
+    address = f"http://{f'[{host}]' if ':' in host else host}:{port}/ui/"
+    if terminal:
+        return f"dashboard: {address}#token={token}"
+    return f"dashboard: {address} (sign in with the bearer token: {where})"
 
 
 def serve(host: str = "127.0.0.1", port: int = 8400) -> None:
@@ -257,5 +270,6 @@ def serve(host: str = "127.0.0.1", port: int = 8400) -> None:
     token, where = service_token(host)
     budget = memory_budget()
     log.info("cms transfer service on http://%s:%d (bearer token: %s)", host, port, where)
+    print(dashboard_line(host, port, token, where, sys.stdout.isatty()), flush=True)
     uvicorn.run(create_app(token, budget), host=host, port=port, log_config=None, log_level="info", access_log=False,
                 timeout_graceful_shutdown=5, http=TimedHttp, ws="none")
