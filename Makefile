@@ -81,3 +81,15 @@ bench-records: install
 .PHONY: bench-cluster
 bench-cluster: install
 	$(BIN)/python benchmarks/cluster.py $(ARGS)
+
+# What an open dashboard costs the service, polling once a second (benchmarks/dashboard.py; README,
+# "Dashboard"); e.g. ARGS="--transfers 1000 --requests 50".
+.PHONY: bench-dashboard
+bench-dashboard: install
+	$(BIN)/python benchmarks/dashboard.py $(ARGS)
+
+# The dashboard's browser tests (Debian's chromium), keeping their screenshots in tests/screenshots
+# for the README.
+.PHONY: screenshots
+screenshots: install
+	CMS_TRANSFER_SCREENSHOTS=$(CURDIR)/tests/screenshots $(BIN)/python -m pytest -q tests/test_dashboard.py
