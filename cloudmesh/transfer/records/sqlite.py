@@ -139,6 +139,7 @@ BACKFILL = [
         UNION ALL SELECT transfer_id, 'uploads_open', count(*) FROM objects
             WHERE upload IS NOT NULL AND state NOT IN ({SETTLED_SQL}) GROUP BY transfer_id""",
 ]
+DERIVED = ("running", "interrupted")  # shown states that the owner's liveness tells apart, not the column
 NOTES = "state IN ('failed', 'unverified') OR warning IS NOT NULL"  # the objects a status lists, by a partial index
 # Indexes on columns that later releases added: made once those are there.
 INDEXES = ["CREATE INDEX IF NOT EXISTS objects_seq ON objects(transfer_id, seq)",
@@ -463,22 +464,31 @@ class SQLiteRecords(Records):
             row = self.db.execute("SELECT * FROM transfers WHERE id = ?", (transfer_id,)).fetchone()
             return self.view(row) if row else None
 
-    def rows(self, state: str | None) -> list[sqlite3.Row]:
-        """The transfer rows in one (shown) state, newest first; the state is derived, so filtered here."""
-        rows = self.db.execute("SELECT * FROM transfers ORDER BY started DESC, id").fetchall()
-        return [row for row in rows if state is None or state_of(dict(row)) == state]
+    def rows(self, state: str | None, limit: int | None = None, offset: int = 0) -> list[sqlite3.Row]:
+        """The transfer rows in one shown state, newest first (a page of them with `limit`). A running
+        transfer shows as running or interrupted, which only its owner's liveness tells: those two are
+        filtered here, the other states by the query (and paged by SQLite), as records/mongo.py does."""
+        if state in DERIVED:
+            rows = [row for row in self.db.execute(
+                "SELECT * FROM transfers WHERE state IN ('running', ?) ORDER BY started DESC, id", (state,))
+                if state_of(dict(row)) == state]
+            return rows[offset:] if limit is None else rows[offset:offset + limit]
+        where, args = ("", ()) if state is None else ("WHERE state = ?", (state,))
+        return self.db.execute(f"SELECT * FROM transfers {where} ORDER BY started DESC, id LIMIT ? OFFSET ?",
+                               (*args, -1 if limit is None else limit, offset)).fetchall()
 
     @guarded
     def transfers(self, state: str | None = None, limit: int | None = None, offset: int = 0) -> list[dict]:
         with self.lock:
-            rows = self.rows(state)
-            page = rows[offset:] if limit is None else rows[offset:offset + limit]
-            return [self.view(row) for row in page]
+            return [self.view(row) for row in self.rows(state, limit, offset)]
 
     @guarded
     def count(self, state: str | None = None) -> int:
         with self.lock:
-            return len(self.rows(state))
+            if state in DERIVED:
+                return len(self.rows(state))
+            where, args = ("", ()) if state is None else ("WHERE state = ?", (state,))
+            return self.db.execute(f"SELECT count(*) FROM transfers {where}", args).fetchone()[0]
 
     @guarded
     def objects(self, transfer_id: str, after: int = -1, limit: int | None = None,
@@ -508,8 +518,8 @@ class SQLiteRecords(Records):
     def statistic(self) -> dict:
         now = time.time()
         with self.lock:
-            states = {}
-            for row in self.db.execute("SELECT * FROM transfers"):
+            states = dict(self.db.execute("SELECT state, count(*) FROM transfers WHERE state != 'running' GROUP BY state"))
+            for row in self.db.execute("SELECT * FROM transfers WHERE state = 'running'"):
                 state = state_of(dict(row))
                 states[state] = states.get(state, 0) + 1
             routes = self.db.execute(
