@@ -122,19 +122,20 @@ class Failing:
         raise RecordsError("the transfer records are locked")
 
 
-def test_records_that_fail_are_logged_and_never_stop_the_progress(caplog):
+def test_records_that_fail_are_logged_at_debug_and_never_stop_the_progress(caplog):
     for reads in (True, False):
         caplog.clear()
         seen = Seen()
         sampler = Sampler(seen, Failing(reads), "t", every=0.01)
-        with caplog.at_level(logging.WARNING, logger="cloudmesh.transfer.sampling"):
+        with caplog.at_level(logging.DEBUG, logger="cloudmesh.transfer.sampling"):
             sampler.start()
             sampler.update(7, 1)
             time.sleep(0.05)
             sampler.close()
         assert (seen.bytes, seen.objects) == (7, 1) and seen.calls == ["start", "close"]
-        warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-        assert warnings and all("the transfer records are locked" in w for w in warnings), warnings
+        logged = [r.getMessage() for r in caplog.records if r.name == "cloudmesh.transfer.sampling"]
+        assert logged and all("the transfer records are locked" in m for m in logged), logged
+        assert all(r.levelno == logging.DEBUG for r in caplog.records), "a lost sample is no news for the terminal"
 
 
 def test_the_cluster_counter_shows_this_runs_progress_only(tmp_path):

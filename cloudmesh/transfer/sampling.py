@@ -14,7 +14,8 @@ class Sampler(Progress):
     """Passes every call on to `shown`, and records a Sample of the transfer every `every` seconds
     (twice as long after each thinning, so that the samples stay evenly spaced) and one at close:
     what the records showed at start (earlier runs' work) plus what this run has reported since.
-    A sample the records fail to take is logged and lost; the transfer goes on."""
+    A sample the records fail to take is lost (logged at DEBUG: the transfer itself says what matters
+    about its records); the transfer goes on."""
 
     def __init__(self, shown: Progress, records: Records, transfer_id: str, every: float = SAMPLE_EVERY):
         self.shown, self.records, self.transfer_id, self.every = shown, records, transfer_id, every
@@ -27,7 +28,7 @@ class Sampler(Progress):
         try:
             self.bytes, self.objects = progress_of(self.records.status(self.transfer_id))
         except Exception as e:
-            log.warning("transfer %s records no progress samples: %s", self.transfer_id, e)
+            log.debug("transfer %s records no progress samples: %s", self.transfer_id, e)
             return
         self.thread = threading.Thread(target=self.run, name=f"samples {self.transfer_id}", daemon=True)
         self.thread.start()
@@ -53,7 +54,7 @@ class Sampler(Progress):
         try:
             return self.records.add_sample(self.transfer_id, sample)
         except Exception as e:
-            log.warning("a progress sample of transfer %s was not recorded: %s", self.transfer_id, e)
+            log.debug("a progress sample of transfer %s was not recorded: %s", self.transfer_id, e)
             return False
 
     def close(self) -> None:
