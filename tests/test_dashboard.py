@@ -1,8 +1,8 @@
 """The dashboard at /ui as a person meets it: Debian's Chromium, headless, driven by playwright
 (its Python package drives the browser with playwright-core's own driver) against the real `cms
 transfer serve`, moto and Azurite. Every test fails on a script error or a Content-Security-Policy
-violation in the page, and saves a screenshot of each page it shows (build/screenshots, or
-$CMS_TRANSFER_SCREENSHOTS) as a test artifact. The REST operations the dashboard added are tested
+violation in the page, and saves a screenshot of each page it shows as a test artifact, in
+build/screenshots/TEST/ (or $CMS_TRANSFER_SCREENSHOTS/TEST/). The REST operations the dashboard added are tested
 here over HTTP too."""
 import json
 import os
@@ -20,6 +20,7 @@ from playwright.sync_api import expect, sync_playwright
 
 import emulators as emu
 from conftest import CMS
+from faultproxy import FaultProxy
 from test_resume_cancel import proxied, seed_folder, until
 from test_service import TOKEN, Service, problem
 
@@ -54,6 +55,20 @@ class TerminalService(Service):
         os.close(self.terminal)
 
 
+class SlowProxy(FaultProxy):
+    """A proxy in front of Azurite that holds each block upload `delay` seconds: a transfer slow
+    enough to watch."""
+
+    def __init__(self, upstream: str, delay: float):
+        self.delay = delay
+        super().__init__(upstream, seed=0, flavor="azure")
+
+    def _decide(self, method, path, headers):
+        if method == "PUT" and re.search(r"[?&]comp=block(&|$)", path):
+            time.sleep(self.delay)
+        return super()._decide(method, path, headers)
+
+
 @pytest.fixture(scope="module")
 def playwright():
     with sync_playwright() as running:
@@ -83,8 +98,8 @@ class Browser:
             self.page.goto(f"{service.url}/ui/{page}")
 
     def shot(self, what: str) -> Path:
-        SHOTS.mkdir(parents=True, exist_ok=True)
-        path = SHOTS / f"{self.name}-{what}.png"
+        (SHOTS / self.name).mkdir(parents=True, exist_ok=True)
+        path = SHOTS / self.name / f"{what}.png"
         self.page.screenshot(path=path, full_page=True)
         return path
 
@@ -94,7 +109,7 @@ class Browser:
 
 @pytest.fixture
 def browser(playwright, tmp_path, request):
-    opened = Browser(playwright, tmp_path / "chromium", request.node.name.removeprefix("test_")[:40])
+    opened = Browser(playwright, tmp_path / "chromium", request.node.name)
     yield opened
     opened.context.close()
     assert opened.problems == [], opened.problems
@@ -158,11 +173,14 @@ def test_a_wrong_token_brings_the_sign_in_back(env, service, browser):
     expect(page.get_by_role("navigation", name="Pages")).to_be_hidden()
 
 
-def test_a_folder_copy_started_from_the_form_reaches_100_percent(env, service, browser):
+def test_a_folder_copy_started_from_the_form_is_watched_to_100_percent(env, service, browser, request):
     p, page = env.prefix, browser.page
+    proxy = SlowProxy(f"http://127.0.0.1:{env.emulators.azure_port}", delay=0.4)
+    request.addfinalizer(proxy.stop)
+    env.add_storage("slow", "azure", endpoint=f"{proxy.url}/{emu.AZURITE_ACCOUNT}")
     for i in range(12):
         env.put("awss3", f"{p}/src/sub/f{i:02}.txt", os.urandom(1000 + i))
-    env.put("awss3", f"{p}/src/big.bin", os.urandom(12 * 1024 * 1024))
+    env.put("awss3", f"{p}/src/big.bin", os.urandom(96 * 1024 * 1024))  # long enough for a plot
     env.put("awss3", f"{p}/other.txt", b"not copied")
     browser.sign_in(service, "#/new")
     page.select_option("#source-storage", "awss3")
@@ -175,9 +193,9 @@ def test_a_folder_copy_started_from_the_form_reaches_100_percent(env, service, b
     browser_panel.get_by_role("button", name="Use this folder").click()
     assert page.locator("#source-path").input_value() == f"{p}/src/"
     assert page.get_by_label("Recursive").is_checked()
-    page.select_option("#target-storage", "azure")
+    page.select_option("#target-storage", "slow")
     page.get_by_label("Path").nth(1).fill(f"{p}/dst/")
-    page.get_by_label("Parallel").fill("4")
+    page.get_by_label("Parallel").fill("1")
     page.get_by_role("button", name="Preview (dry run)").click()
     preview = page.get_by_role("table", name="Preview")
     expect(preview.locator("tbody tr")).to_have_count(13)
@@ -186,20 +204,24 @@ def test_a_folder_copy_started_from_the_form_reaches_100_percent(env, service, b
     browser.shot("new-transfer")
     page.get_by_role("button", name="Start").click()
     expect(page.get_by_role("heading", name=re.compile("^Transfer "))).to_be_visible()
+    expect(page.locator("#transfer-state")).to_have_text("running")
+    expect(page.locator("#transfer-progress")).to_contain_text(re.compile(r"\b[1-9][0-9]?% · "))  # under way
+    expect(page.locator(".plot canvas")).to_be_visible()  # two throughputs, from three samples
+    browser.shot("transfer-running")
     expect(page.locator("#transfer-state")).to_have_text("completed")
     expect(page.locator("#transfer-progress")).to_contain_text("100% · 13/13 objects")
     expect(page.get_by_role("table", name="Objects by method")).to_contain_text("stream")
-    assert page.locator(".plot canvas").count() == 1
+    expect(page.locator(".plot canvas")).to_be_visible()
     browser.shot("transfer")
     assert env.tree("azure", f"{p}/dst") == env.tree("awss3", f"{p}/src")
     page.get_by_role("link", name="Transfers", exact=True).click()
     row = page.get_by_role("table", name="Transfers").locator("tbody tr").first
     expect(row).to_contain_text("completed")
-    expect(row).to_contain_text(f"awss3:{p}/src → azure:{p}/dst")
+    expect(row).to_contain_text(f"awss3:{p}/src → slow:{p}/dst")
     expect(row).to_contain_text("100% · 13/13 objects")
     browser.shot("transfers")
     page.get_by_role("link", name="Statistics").click()
-    expect(page.get_by_role("table", name="By route")).to_contain_text("awss3->azureblob")
+    expect(page.get_by_role("table", name="By route")).to_contain_text("awss3->azureblob")  # the kind of "slow"
     expect(page.get_by_role("table", name="Transfers by state")).to_contain_text("completed1")
     expect(page.locator(".plot canvas")).to_have_count(1)
     browser.shot("statistics")
@@ -293,7 +315,7 @@ def test_the_pages_fit_from_360_to_1920_wide_label_every_field_and_work_from_the
             unlabelled = browser.value("""() => [...document.querySelectorAll('input, select, textarea')]
                 .filter(e => !e.closest('[hidden]') && !e.labels.length && !e.getAttribute('aria-label')).map(e => e.id)""")
             assert unlabelled == [], (hash, unlabelled)
-            browser.shot(f"{hash.split('/')[1] or 'transfers'}-{width}")
+            browser.shot(f"{heading.split()[0].lower()}-{width}")
     page.goto(f"{service.url}/ui/#/")
     expect(page.get_by_role("link", name=env.prefix)).to_be_visible()
     focused = "() => document.activeElement.id || document.activeElement.textContent.trim()"

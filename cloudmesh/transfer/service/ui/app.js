@@ -265,17 +265,26 @@
     return [xs, ys];
   }
 
+  const SECONDS = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400, 43200, 86400];  // x ticks
+  const DAYS = [86400, 172800, 604800];
+
   function chart(box, label, series, bars) {
     const width = () => Math.max(280, box.clientWidth - 8);
     const options = {width: width(), height: 220,
-      series: [{}, {label, stroke: "#1f5fbf", fill: "#1f5fbf22", width: 2, value: (u, v) => series(v),
-        paths: bars ? uPlot.paths.bars({size: [0.6, 40]}) : undefined}],
-      axes: [{}, {values: (u, ticks) => ticks.map(series), size: 80}],
-      scales: {y: {range: (u, min, max) => [0, Math.max(1, max)]}}};
+      series: [{}, {label, stroke: "#1f5fbf", fill: bars ? "#1f5fbf99" : "#1f5fbf22", width: bars ? 1 : 2,
+        value: (u, v) => series(v), paths: bars ? uPlot.paths.bars({size: [0.7, 40]}) : undefined, points: {show: !bars}}],
+      axes: [{incrs: bars ? DAYS : SECONDS}, {values: (u, ticks) => ticks.map(series), size: 80}],
+      scales: {x: {time: true, range: bars ? (u, min, max) => [min - 43200, max + 43200] : null},  // whole bars
+        y: {range: (u, min, max) => [0, Math.max(1024, max || 0)]}}};
     const plot = new uPlot(options, [[], []], box);
     const resize = () => plot.setSize({width: width(), height: 220});
     window.addEventListener("resize", resize);
-    return {set: (data) => plot.setData(data), stop: () => { window.removeEventListener("resize", resize); plot.destroy(); }};
+    const set = (data) => {
+      box.hidden = data[0].length < 2;  // a line needs two points
+      plot.setData(data);
+      if (!box.hidden) resize();  // its width is known once it is shown
+    };
+    return {set, stop: () => { window.removeEventListener("resize", resize); plot.destroy(); }};
   }
 
   function counts(title, values, label) {
@@ -302,6 +311,7 @@
     const actions = el("div", {class: "toolbar"});
     const actionError = el("p", {class: "error", role: "alert"});
     const plot = chart(box, "throughput", rate, false);
+    const waiting = el("p", {class: "muted"});
     let ended = false;
 
     async function act(button, what, ask) {
@@ -353,6 +363,8 @@
         ...pathMessages("Unverified objects", s.unverified),
         ...pathMessages("Warnings", s.warnings));
       plot.set([xs, ys]);
+      waiting.textContent = xs.length >= 2 ? "" : s.state === "running" ? "The plot starts after a few seconds of samples."
+        : `Too short a run to plot; on average ${rate(s.seconds ? s.bytes_done / s.seconds : null) || "-"}.`;
     }
 
     async function refresh() {
@@ -365,7 +377,7 @@
 
     view().replaceChildren(el("p", {}, el("a", {href: "#/"}, "← Transfers")), el("h1", {}, `Transfer ${id}`), error,
       el("section", {"aria-label": "Status"}, head, actions, actionError),
-      el("section", {"aria-label": "Throughput"}, el("h2", {}, "Throughput"), box), el("section", {"aria-label": "Objects"}, more));
+      el("section", {"aria-label": "Throughput"}, el("h2", {}, "Throughput"), waiting, box), el("section", {"aria-label": "Objects"}, more));
     const stop = poll(refresh, (e) => say(error, e));
     return () => { stop(); plot.stop(); };
   }
