@@ -191,20 +191,20 @@
     const offset = Math.max(0, parseInt(query.get("offset") || "0", 10) || 0);
     const rates = new Rates();
     const error = el("p", {class: "error", role: "alert"});
-    const filter = el("select", {id: "state-filter", onchange: () => go("", filter.value, 0)},
+    const filter = el("select", {id: "state-filter", onchange: () => go(filter.value, 0)},
       el("option", {value: ""}, "all"), STATES.map((s) => el("option", {value: s}, s)));
     filter.value = state;
     const body = el("tbody");
     const count = el("span", {"aria-live": "polite"});
-    const back = el("button", {type: "button", onclick: () => go("", state, Math.max(0, offset - PAGE))}, "Newer");
-    const next = el("button", {type: "button", onclick: () => go("", state, offset + PAGE)}, "Older");
+    const back = el("button", {type: "button", onclick: () => go(state, Math.max(0, offset - PAGE))}, "Newer");
+    const next = el("button", {type: "button", onclick: () => go(state, offset + PAGE)}, "Older");
     let keys = "";
     const rows = new Map();
 
-    function go(_, s, o) {
+    function go(shown, from) {  // the list in one state from an offset, as its own address
       const parts = new URLSearchParams();
-      if (s) parts.set("state", s);
-      if (o) parts.set("offset", String(o));
+      if (shown) parts.set("state", shown);
+      if (from) parts.set("offset", String(from));
       location.hash = `#/${parts.toString() ? `?${parts}` : ""}`;
     }
 
