@@ -19,6 +19,7 @@ import pytest
 from playwright.sync_api import expect, sync_playwright
 
 import emulators as emu
+from cloudmesh.transfer.records.sqlite import SQLiteRecords
 from conftest import CMS
 from faultproxy import FaultProxy
 from test_resume_cancel import proxied, seed_folder, until
@@ -294,6 +295,24 @@ def test_a_failed_object_shows_its_message_and_every_name_is_text(env, service, 
     page.locator("#source-browse").click()
     expect(page.locator("#source-browser").get_by_role("button", name=f"{XSS}. (44 B)")).to_be_visible()
     assert page.locator("img").count() == 0 and browser.value("() => window.pwned") is None
+
+
+def test_a_transfer_that_ran_on_a_cluster_shows_its_workers(env, service, browser):
+    """What each worker settled, as a cluster's workers record it (tests/test_cluster.py runs real ones)."""
+    p, page = env.prefix, browser.page
+    env.put("awss3", f"{p}/src/a.txt", b"alpha")
+    service.json("POST", "/transfers", {"source": f"awss3:{p}/src", "target": f"azure:{p}/dst", "recursive": True,
+                                        "id": p}, expect=202)
+    service.wait(p)
+    records = SQLiteRecords(env.config_dir / "transfer.db")
+    records.worker_done(p, "tcp://127.0.0.1:40001", 3, 3 * 1024 * 1024)
+    records.worker_done(p, "tcp://127.0.0.1:40002", 2, 1024)
+    records.close()
+    browser.sign_in(service, f"#/transfers/{p}")
+    workers = page.get_by_role("table", name="Workers").locator("tbody tr")
+    expect(workers).to_have_count(2)
+    expect(workers.first).to_have_text(re.compile(r"tcp://127\.0\.0\.1:40001\s*3\s*3\.00 MiB"))
+    expect(workers.nth(1)).to_have_text(re.compile(r"tcp://127\.0\.0\.1:40002\s*2\s*1\.00 KiB"))
 
 
 def test_the_pages_fit_from_360_to_1920_wide_label_every_field_and_work_from_the_keyboard(env, service, browser):
