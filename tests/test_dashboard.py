@@ -462,6 +462,9 @@ def test_objects_lists_one_folder_level(env, service):
     assert [(e["name"], e["size"]) for e in listing["entries"]] == [("a.txt", 5), ("sub/", None)]
     problem(service.call("GET", f"/objects?location=awss3:{p}/missing"), 404)
     assert "nowhere" in problem(service.call("GET", "/objects?location=nowhere:x"), 400)["detail"]
+    assert "'..'" in problem(service.call("GET", "/objects?location=local:../.."), 400)["detail"]
+    (env.config_dir.parent / "outside.txt").write_text("not under the local root")
+    assert "outside.txt" not in service.call("GET", "/objects?location=local:").data.decode()
 
 
 def test_cleanup_discards_what_a_stopped_transfer_left(env, service, request):
