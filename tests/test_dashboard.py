@@ -16,14 +16,16 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 from playwright.sync_api import expect, sync_playwright
 
 import emulators as emu
+from cloudmesh.transfer.limits import BROWSE_ROWS, PREVIEW_ROWS, SAMPLES_MAX, STATISTIC_DAYS
 from cloudmesh.transfer.records.sqlite import SQLiteRecords
 from conftest import CMS
 from faultproxy import FaultProxy
 from test_resume_cancel import proxied, seed_folder, until
-from test_service import TOKEN, Service, problem
+from test_service import SPEC, TOKEN, Service, problem
 
 ROOT = Path(__file__).resolve().parents[1]
 UI = ROOT / "cloudmesh" / "transfer" / "service" / "ui"
@@ -32,6 +34,7 @@ FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--
          "--no-first-run", "--disable-sync"]
 SHOTS = Path(os.environ.get("CMS_TRANSFER_SCREENSHOTS", ROOT / "build" / "screenshots"))
 XSS = "<img src=x onerror=window.pwned=1>"
+CONTRACT = yaml.safe_load(SPEC.read_text())
 expect.set_options(timeout=30_000)
 
 
@@ -463,8 +466,31 @@ def test_objects_lists_one_folder_level(env, service):
     problem(service.call("GET", f"/objects?location=awss3:{p}/missing"), 404)
     assert "nowhere" in problem(service.call("GET", "/objects?location=nowhere:x"), 400)["detail"]
     assert "'..'" in problem(service.call("GET", "/objects?location=local:../.."), 400)["detail"]
+    assert "longer than 255 bytes" in problem(service.call("GET", f"/objects?location=local:{'a' * 300}"), 400)["detail"]
+    env.put("awss3", f"{p}/sub", b"an object beside the folder")
+    assert [e["name"] for e in service.json("GET", f"/objects?location=awss3:{p}/sub/")["entries"]] == ["deep/"]
     (env.config_dir.parent / "outside.txt").write_text("not under the local root")
     assert "outside.txt" not in service.call("GET", "/objects?location=local:").data.decode()
+
+
+def test_previews_and_folder_listings_stop_at_their_limits(env, service):
+    folder = env.local / env.prefix
+    folder.mkdir()
+    for i in range(BROWSE_ROWS + 1):
+        (folder / f"f{i:04}").write_bytes(b"x")
+    listing = service.json("GET", f"/objects?location=local:{env.prefix}/")
+    assert listing["truncated"] is True and len(listing["entries"]) == BROWSE_ROWS
+    assert listing["entries"][-1]["name"] == f"f{BROWSE_ROWS - 1:04}"
+    plan = service.json("POST", "/previews", {"source": f"local:{env.prefix}", "target": "azure:x", "recursive": True})
+    assert plan["truncated"] is True and len(plan["rows"]) == PREVIEW_ROWS
+
+
+def test_the_contract_states_the_limits_the_service_keeps():
+    paths, schemas = CONTRACT["paths"], CONTRACT["components"]["schemas"]
+    assert f"At most {PREVIEW_ROWS} rows" in paths["/previews"]["post"]["description"]
+    assert f"At most {BROWSE_ROWS} entries" in paths["/objects"]["get"]["description"]
+    assert f"at most {SAMPLES_MAX} samples" in paths["/transfers/{id}/samples"]["get"]["description"]
+    assert f"the last {STATISTIC_DAYS} days" in schemas["Statistic"]["properties"]["by_day"]["description"]
 
 
 def test_cleanup_discards_what_a_stopped_transfer_left(env, service, request):

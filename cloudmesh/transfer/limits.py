@@ -66,7 +66,7 @@ CLUSTER_GONE = 20.0  # seconds without the scheduler before the transfer fails (
 
 # Progress samples (sampling.py): what the dashboard plots throughput over time from. A running
 # transfer records one every SAMPLE_EVERY seconds; past SAMPLES_MAX, every other one is dropped and
-# the interval doubles, so a transfer keeps evenly spaced samples over its whole run.
+# the interval doubles, so a run keeps evenly spaced samples however long it runs.
 SAMPLE_EVERY = 1.0
 SAMPLES_MAX = 600
 STATISTIC_DAYS = 30  # days of bytes per day in `statistic`, up to today

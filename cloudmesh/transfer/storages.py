@@ -54,7 +54,7 @@ class Storages:
         asks for one more than it shows learns whether there are more."""
         where = Location.parse(target)
         storage = self.storage(where.storage)
-        single = storage.stat(where.path)
+        single = None if where.folder else storage.stat(where.path)  # 'x/' is the folder, not an object x
         if single:
             found = [single]
         else:

@@ -135,6 +135,13 @@ class LocalReader(Reader):
             self.fd = None
 
 
+def check_lengths(key: str, parts: list[str]) -> None:
+    """UsageError for a component longer than a file name may be, for reads as for writes (the
+    kernel's ENAMETOOLONG would not say which name)."""
+    if any(len(p.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES for p in parts):
+        raise UsageError(f"object name '{key[:60]}...' has a path component longer than {MAX_NAME_BYTES} bytes")
+
+
 def partial_name(name: str) -> str:
     """A hidden name beside `name` for its partial file, within the 255-byte limit of a file name;
     the random part keeps two uploads of one name apart."""
@@ -243,8 +250,7 @@ class LocalStorage(Storage, Resumable):
         parts = key.split("/")
         if key.startswith("/") or "\\" in key or any(p in ("", ".", "..") for p in parts):
             raise UsageError(f"object name {key!r} cannot be stored safely under local storage '{self.name}'")
-        if any(len(p.encode("utf-8")) > MAX_NAME_BYTES for p in parts):
-            raise UsageError(f"object name '{key[:60]}...' has a path component longer than 255 bytes")
+        check_lengths(key, parts)
         if key.endswith(PARTIAL_SUFFIX):
             raise UsageError(f"object name {key!r} ends in '{PARTIAL_SUFFIX}', which this tool keeps for its "
                              f"partial files")
@@ -257,6 +263,7 @@ class LocalStorage(Storage, Resumable):
         parts = key.split("/")
         if key.startswith("/") or ".." in parts:
             raise UsageError(f"object name {key!r} cannot be stored safely under local storage '{self.name}'")
+        check_lengths(key, parts)
         return [p for p in parts if p not in ("", ".")]
 
     def open_root(self, create: bool = False) -> int:

@@ -21,6 +21,7 @@ import sqlite3
 import sys
 import threading
 import time
+import urllib.parse
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -233,7 +234,7 @@ def handler(operation_id: str):
 
 def create_app(token: str, budget: int = limits.MEMORY_BUDGET) -> RequestLog:
     """The ASGI application: the spec-first API behind the guard, the dashboard's static pages
-in front of it, each request logged."""
+    in front of it, each request logged."""
     global SERVICE
     SERVICE = Service(token, budget=budget)
 
@@ -259,7 +260,7 @@ def dashboard_line(host: str, port: int, token: str, where: str, terminal: bool)
     without it, since output that is not a terminal tends to end up in logs."""
     address = f"http://{f'[{host}]' if ':' in host else host}:{port}/ui/"
     if terminal:
-        return f"dashboard: {address}#token={token}"
+        return f"dashboard: {address}#token={urllib.parse.quote(token, safe='')}"
     return f"dashboard: {address} (sign in with the bearer token: {where})"
 
 

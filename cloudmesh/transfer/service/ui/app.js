@@ -9,6 +9,9 @@
   const PAGE = 50;
   const STATES = ["running", "interrupted", "completed", "failed", "cancelled"];
   const API = new URL("..", location.href);  // the page is at /ui/, the API beside it
+  let stopPage = () => {};
+  let shown = 0;  // how many pages were shown: a page still loading when another replaced it stops itself
+  let place = "";  // the address of the page shown, without its query
 
   class Unauthorized extends Error {}
 
@@ -108,10 +111,19 @@
 
   // ---- the token and the API ----
 
+  // decodeURIComponent, but a malformed escape (typed by hand) is taken as it stands.
+  function decoded(text) {
+    try {
+      return decodeURIComponent(text);
+    } catch (e) {
+      return text;
+    }
+  }
+
   function takeFragmentToken() {
-    const found = location.hash.match(/^#token=([^&]+)/);
+    const found = location.hash.match(/^#token=(.+)$/);
     if (!found) return;
-    sessionStorage.setItem(KEY, decodeURIComponent(found[1]));
+    sessionStorage.setItem(KEY, decoded(found[1]));
     history.replaceState(null, "", `${location.pathname}${location.search}#/`);
   }
 
@@ -136,16 +148,16 @@
   const get = (path) => api("GET", path);
   const post = (path, body) => api("POST", path, body);
 
-  // Calls `fetch` now and then once a second after each answer (never two at once), skipping the
+  // Calls `read` now and then once a second after each answer (never two at once), skipping the
   // seconds while the tab is hidden; returns the function that stops it.
-  function poll(fetch, failed) {
+  function poll(read, failed) {
     let timer = null;
     let stopped = false;
     const tick = async () => {
       if (stopped) return;
       if (!document.hidden) {
         try {
-          await fetch();
+          await read();
           failed(null);
         } catch (e) {
           if (e instanceof Unauthorized) { stopped = true; return; }
@@ -162,6 +174,8 @@
 
   function signIn(message) {
     stopPage();
+    shown += 1;
+    place = "";
     document.getElementById("nav").hidden = true;
     view().replaceChildren();
     document.getElementById("signin").hidden = false;
@@ -196,8 +210,8 @@
     filter.value = state;
     const body = el("tbody");
     const count = el("span", {"aria-live": "polite"});
-    const back = el("button", {type: "button", onclick: () => go(state, Math.max(0, offset - PAGE))}, "Newer");
-    const next = el("button", {type: "button", onclick: () => go(state, offset + PAGE)}, "Older");
+    const back = el("button", {id: "newer", type: "button", onclick: () => go(state, Math.max(0, offset - PAGE))}, "Newer");
+    const next = el("button", {id: "older", type: "button", onclick: () => go(state, offset + PAGE)}, "Older");
     let keys = "";
     const rows = new Map();
 
@@ -312,7 +326,24 @@
     const actionError = el("p", {class: "error", role: "alert"});
     const plot = chart(box, "throughput", rate, false);
     const waiting = el("p", {class: "muted"});
-    let ended = false;
+    let last = null;  // the latest status
+    let samples = [];
+    let sampled = null;  // the state the samples were read in: read again while running, or once it changed
+
+    // The buttons are made once and only enabled or disabled, so that focus and clicks stay on them.
+    const cancel = el("button", {type: "button", class: "danger", disabled: true, onclick: () => act(cancel, "cancel",
+      `Cancel transfer ${id}? Its partial uploads are discarded; objects already copied stay.`)}, "Cancel");
+    const resume = el("button", {type: "button", class: "primary", disabled: true, onclick: () => act(resume, "resume")},
+      "Resume");
+    const cleanup = el("button", {type: "button", class: "danger", disabled: true, onclick: () => act(cleanup, "cleanup",
+      `Discard the ${last.uploads_open} partial uploads of transfer ${id}? Their objects start afresh on resume.`)}, "Clean up");
+    actions.append(cancel, resume, cleanup);
+
+    function enable(s) {
+      cancel.disabled = !["running", "interrupted", "failed"].includes(s.state);
+      resume.disabled = !["interrupted", "failed", "cancelled"].includes(s.state);
+      cleanup.disabled = s.state === "running" || !s.uploads_open;
+    }
 
     async function act(button, what, ask) {
       if (ask && !window.confirm(ask)) return;
@@ -320,25 +351,14 @@
       try {
         await post(`transfers/${encodeURIComponent(id)}/${what}`);
         say(actionError, null);
-        ended = false;
       } catch (e) {
         say(actionError, e);
+        enable(last);
       }
     }
 
-    function buttons(s) {
-      const cancel = el("button", {type: "button", class: "danger", disabled: !["running", "interrupted", "failed"].includes(s.state),
-        onclick: () => act(cancel, "cancel", `Cancel transfer ${s.id}? Its partial uploads are discarded; objects already copied stay.`)}, "Cancel");
-      const resume = el("button", {type: "button", class: "primary", disabled: !["interrupted", "failed", "cancelled"].includes(s.state),
-        onclick: () => act(resume, "resume")}, "Resume");
-      const cleanup = el("button", {type: "button", class: "danger", disabled: s.state === "running" || !s.uploads_open,
-        onclick: () => act(cleanup, "cleanup", `Discard the ${s.uploads_open} partial uploads of transfer ${s.id}? Their objects start afresh on resume.`)},
-      "Clean up");
-      return [cancel, resume, cleanup];
-    }
-
-    function render(s, samples) {
-      const [xs, ys] = throughputOf(samples);
+    function render(s, held) {
+      const [xs, ys] = throughputOf(held);
       const now = ys.length ? ys[ys.length - 1] : null;
       head.replaceChildren(
         el("p", {id: "transfer-state"}, stateOf(s.state), why(s) ? el("span", {class: "muted"}, ` — ${why(s)}`) : ""),
@@ -351,7 +371,7 @@
               `${s.objects_unverified} unverified, ${s.objects_failed} failed of ${s.objects_total}`],
             ["Uploads open", String(s.uploads_open)], ["Host", s.host ? `${s.host} (pid ${s.pid})` : ""]]
             .flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)])));
-      actions.replaceChildren(...buttons(s));
+      enable(s);
       const workers = Object.entries(s.workers || {});
       more.replaceChildren(
         ...counts("Objects by method", s.methods, "Method"),
@@ -368,11 +388,13 @@
     }
 
     async function refresh() {
-      if (ended) return;
       const path = `transfers/${encodeURIComponent(id)}`;
-      const [s, samples] = await Promise.all([get(path), get(`${path}/samples`)]);
-      render(s, samples.samples);
-      ended = s.state !== "running";
+      last = await get(path);
+      if (last.state === "running" || last.state !== sampled) {
+        samples = (await get(`${path}/samples`)).samples;
+        sampled = last.state;
+      }
+      render(last, samples);
     }
 
     view().replaceChildren(el("p", {}, el("a", {href: "#/"}, "← Transfers")), el("h1", {}, `Transfer ${id}`), error,
@@ -428,16 +450,17 @@
           el("div", {class: "field grow"}, el("label", {for: `${side}-path`}, "Path"), path), browse), panel)};
   }
 
-  async function newPage() {
+  async function newPage(current) {
     const error = el("p", {class: "error", role: "alert"});
     view().replaceChildren(el("h1", {}, "New transfer"), error);
     let storages;
     try {
       storages = await get("storages");
     } catch (e) {
-      if (!(e instanceof Unauthorized)) say(error, e);
+      if (!(e instanceof Unauthorized) && current()) say(error, e);
       return () => {};
     }
+    if (!current()) return () => {};  // another page was opened meanwhile
     const recursive = el("input", {id: "recursive", type: "checkbox"});
     const source = picker("source", storages, (folder) => { recursive.checked = folder; });
     const target = picker("target", storages, () => {});
@@ -552,11 +575,11 @@
 
   // ---- routing ----
 
-  let stopPage = () => {};
-
   function route() {
     stopPage();
     stopPage = () => {};
+    const mine = ++shown;
+    const current = () => mine === shown;
     if (!sessionStorage.getItem(KEY)) return signIn();
     document.getElementById("signin").hidden = true;
     document.getElementById("nav").hidden = false;
@@ -566,13 +589,16 @@
       const here = link.getAttribute("href") === (detail ? "#/" : hash || "#/");
       if (here) link.setAttribute("aria-current", "page"); else link.removeAttribute("aria-current");
     }
+    const focused = hash === place && document.activeElement ? document.activeElement.id : "";
     let page;
-    if (detail) page = detailPage(decodeURIComponent(detail[1]));
-    else if (hash === "#/new") page = newPage();
+    if (detail) page = detailPage(decoded(detail[1]));
+    else if (hash === "#/new") page = newPage(current);
     else if (hash === "#/statistics") page = statisticsPage();
     else page = listPage();
-    Promise.resolve(page).then((stop) => { stopPage = stop; });
-    document.getElementById("main").focus({preventScroll: true});
+    Promise.resolve(page).then((stop) => { if (current()) stopPage = stop; else stop(); });
+    const keep = focused && document.getElementById(focused);  // the same page in another state or offset
+    (keep && !keep.disabled ? keep : document.getElementById("main")).focus({preventScroll: true});
+    place = hash;
   }
 
   document.addEventListener("DOMContentLoaded", () => {
