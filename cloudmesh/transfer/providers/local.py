@@ -426,26 +426,18 @@ class LocalStorage(Storage, Resumable):
     def list(self, prefix: str, after: str | None = None) -> Iterator[ObjectInfo]:
         """The files under `prefix` in key order (a folder sorts as its name and '/', so that the
         walk is in the order S3 lists keys), from the first key after `after` on."""
-        top = "/".join(self.components(prefix)) if prefix else ""
-        opened = self.open_listed(top)
-        if opened is None:
-            return
-        fd, parts = opened
-        try:
-            yield from self.walk(fd, parts, top, after)
-        finally:
-            os.close(fd)
+        with self.listed(prefix) as opened:
+            if opened is not None:
+                yield from self.walk(*opened, after)
 
     def entries(self, prefix: str) -> Iterator[ObjectInfo | Folder]:
         """One read of the folder: its files as `list` gives them, and its subfolders that hold a
         file (each walked only as far as its first one), in the same key order. An empty folder,
         or one holding only empty folders, is left out, as `list` shows nothing under it."""
-        top = "/".join(self.components(prefix)) if prefix else ""
-        opened = self.open_listed(top)
-        if opened is None:
-            return
-        fd, parts = opened
-        try:
+        with self.listed(prefix) as opened:
+            if opened is None:
+                return
+            fd, parts, top = opened
             for name, key, st, _ in self.level(fd, parts, top, None):
                 if not stat.S_ISDIR(st.st_mode):
                     info = self.listed_file(key, name, st)
@@ -453,8 +445,20 @@ class LocalStorage(Storage, Resumable):
                         yield info
                 elif self.holds_file(fd, parts, name, key):
                     yield Folder(key)
+
+    @contextlib.contextmanager
+    def listed(self, prefix: str):
+        """The folder `prefix` open for a listing as (fd, its real path under the root, its key),
+        closed after the block; None when no folder is there."""
+        top = "/".join(self.components(prefix)) if prefix else ""
+        opened = self.open_listed(top)
+        if opened is None:
+            yield None
+            return
+        try:
+            yield (*opened, top)
         finally:
-            os.close(fd)
+            os.close(opened[0])
 
     def open_listed(self, top: str) -> tuple[int, tuple[str, ...]] | None:
         """The folder `top` opened for a listing, with its real path under the root (the caller
